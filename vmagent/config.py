@@ -1,0 +1,242 @@
+"""One YAML file, one JSON Schema, frozen settings.
+
+The schema is ``vmagent/schema.json`` with each subsystem's section (``mjf``, ``slots``, ``monitor``)
+taken from that package's own ``schema.json``. Each pilot command's options are validated against
+the schema the command declares. Defaults come from the schema; nothing is read before it is valid.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from types import MappingProxyType
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import jsonschema
+import yaml
+
+from . import plugins
+from .errors import ConfigError, PluginError
+
+DEFAULT_PATH = "/etc/vmagent/vmagent.yaml"
+ENV_VAR = "VMAGENT_CONFIG"
+SECTIONS = {"mjf": "vmagent.mjf", "slots": "vmagent.pool_ce", "monitor": "vmagent.monitor"}
+COMMAND_KEYS = ("timeout", "retries", "backoff", "on_failure", "once_per_instance")
+COMMAND_DEFAULTS = {"timeout": 600.0, "retries": 0, "backoff": 5.0, "on_failure": "abort",
+                    "once_per_instance": False}
+
+
+def schema() -> Dict[str, Any]:
+    """The whole configuration schema, sections included."""
+    whole = json.loads(resources.files("vmagent").joinpath("schema.json").read_text())
+    for section, package in SECTIONS.items():
+        whole["properties"][section] = json.loads(resources.files(package).joinpath("schema.json").read_text())
+    return whole
+
+
+def default_path() -> str:
+    return os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """One step of the pipeline as configured, options validated and defaulted."""
+
+    name: str
+    options: Mapping[str, Any]
+    timeout: float
+    retries: int
+    backoff: float
+    on_failure: str
+    once_per_instance: bool
+    env: Mapping[str, str]
+    index: int
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration. ``data`` is the whole document with defaults, read-only."""
+
+    source: str
+    data: Mapping[str, Any]
+    commands: Tuple[CommandSpec, ...]
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        return self.data[name]
+
+    @property
+    def root(self) -> str:
+        return self.data["paths"]["root"]
+
+    def path(self, key: str) -> str:
+        """``paths.<key>`` (or a pilot path such as ``pilot.status_file``) below the root."""
+        section, _, name = key.rpartition(".")
+        value = self.data[section or "paths"][name]
+        return host_path(self.root, value)
+
+    def plain(self) -> Dict[str, Any]:
+        """A mutable deep copy of ``data``, for printing or dumping."""
+        return thaw(self.data)
+
+
+def host_path(root: str, path: str) -> str:
+    """``path`` (absolute, as seen inside the VM) below ``root``."""
+    if root in ("", "/"):
+        return path
+    return os.path.join(root, path.lstrip("/"))
+
+
+def load(path: Optional[str] = None, *, overrides: Optional[Mapping[str, Any]] = None) -> Config:
+    """Read, validate and freeze the configuration at ``path`` (default: $VMAGENT_CONFIG or /etc)."""
+    source = path or default_path()
+    try:
+        with open(source, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(source, [("", f"cannot read: {exc.strerror}")],
+                          hint=f"pass --config FILE or set {ENV_VAR}") from None
+    return parse(text, source, overrides=overrides)
+
+
+def parse(text: str, source: str = "<string>", *, overrides: Optional[Mapping[str, Any]] = None) -> Config:
+    """Validate YAML ``text`` (reported as ``source``) and return the frozen configuration."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(source, [("", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}")]) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(source, [("", f"must be a mapping of sections, not {type(doc).__name__}")])
+    for key, value in (overrides or {}).items():
+        _set_dotted(doc, key, value)
+    return from_dict(doc, source)
+
+
+def from_dict(doc: Mapping[str, Any], source: str = "<dict>") -> Config:
+    """Validate an already-parsed document."""
+    doc = copy.deepcopy(dict(doc))
+    whole = schema()
+    problems = validation_problems(whole, doc)
+    apply_defaults(whole, doc)
+    commands, command_problems = _commands(doc)
+    problems = sorted(set(problems) | set(command_problems))
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(source, freeze(doc), commands)
+
+
+def validation_problems(schema_: Mapping[str, Any], doc: Any, prefix: str = "") -> List[Tuple[str, str]]:
+    """``(dotted.path, message)`` for everything in ``doc`` that ``schema_`` rejects."""
+    validator = jsonschema.Draft202012Validator(schema_)
+    found = []
+    for error in validator.iter_errors(doc):
+        found.extend(_explain(error, prefix))
+    return sorted(set(found))
+
+
+def _explain(error: jsonschema.ValidationError, prefix: str) -> List[Tuple[str, str]]:
+    path = ".".join([prefix] * bool(prefix) + [str(p) for p in error.absolute_path])
+    if error.validator == "oneOf" and error.context:
+        # Report the branch that got furthest instead of "is not valid under any of the given schemas".
+        best = max(error.context, key=lambda e: len(e.absolute_path))
+        return _explain(best, prefix)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return [(_join(path, k), f"unknown key; allowed: {', '.join(allowed) or '(none)'}") for k in extra]
+    if error.validator == "enum":
+        return [(path, f"{error.instance!r} is not allowed; use one of: {', '.join(map(str, error.validator_value))}")]
+    return [(path, error.message)]
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def apply_defaults(schema_: Mapping[str, Any], doc: Any) -> None:
+    """Fill in schema ``default`` values for missing object keys, recursively, in place."""
+    if not isinstance(doc, dict):
+        return
+    for key, sub in schema_.get("properties", {}).items():
+        if key not in doc and "default" in sub:
+            doc[key] = copy.deepcopy(sub["default"])
+        if key in doc:
+            apply_defaults(sub, doc[key])
+            items = sub.get("items")
+            if isinstance(items, dict) and isinstance(doc[key], list):
+                for item in doc[key]:
+                    apply_defaults(items, item)
+    extra = schema_.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in doc.items():
+            if key not in schema_.get("properties", {}):
+                apply_defaults(extra, value)
+
+
+def _commands(doc: Dict[str, Any]) -> Tuple[Tuple[CommandSpec, ...], List[Tuple[str, str]]]:
+    """Resolve every configured command and validate its options against the command's schema."""
+    specs: List[CommandSpec] = []
+    problems: List[Tuple[str, str]] = []
+    pilot = doc.get("pilot")
+    entries = pilot.get("commands") if isinstance(pilot, dict) else None
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        if isinstance(entry, str):
+            entry = entries[i] = {"name": entry, "options": {}}
+        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
+                and isinstance(entry.setdefault("options", {}), dict)):
+            continue  # its shape is already reported by the schema
+        where = f"pilot.commands.{i}"
+        try:
+            command = plugins.load(plugins.GROUPS["pilot_commands"], entry["name"])
+        except PluginError as exc:
+            problems.append((f"{where}.name", exc.message))
+            continue
+        options = entry["options"]
+        options_schema = getattr(command, "options_schema", {"type": "object", "additionalProperties": False})
+        found = validation_problems(options_schema, options, f"{where}.options")
+        if found:
+            problems.extend(found)
+            continue
+        apply_defaults(options_schema, options)
+        settings = dict(COMMAND_DEFAULTS)
+        settings.update(getattr(command, "defaults", {}))
+        settings.update({k: entry[k] for k in COMMAND_KEYS if k in entry})
+        specs.append(CommandSpec(
+            name=entry["name"], options=freeze(options), timeout=float(settings["timeout"]),
+            retries=int(settings["retries"]), backoff=float(settings["backoff"]),
+            on_failure=settings["on_failure"], once_per_instance=bool(settings["once_per_instance"]),
+            env=freeze(entry.get("env", {})), index=i,
+        ))
+    return tuple(specs), problems
+
+
+def _set_dotted(doc: Dict[str, Any], key: str, value: Any) -> None:
+    node = doc
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def freeze(value: Any) -> Any:
+    """A read-only deep copy: mappings become ``MappingProxyType``, lists become tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The inverse of ``freeze``: plain dicts and lists, safe to dump as JSON or YAML."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value

@@ -1,0 +1,1 @@
+"""vmagent.pool_ce."""

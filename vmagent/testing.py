@@ -1,0 +1,36 @@
+"""Helpers for testing vmagent and its plugins: a fake clock and ready-made configurations."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from .clock import FakeClock
+from .config import Config, from_dict
+
+__all__ = ["FakeClock", "make_config", "write_config"]
+
+
+def make_config(root: str, commands: Optional[List[Any]] = None, **sections: Any) -> Config:
+    """A validated configuration rooted at ``root`` (a tmp_path), with the given pilot commands."""
+    doc = _document(root, commands, sections)
+    return from_dict(doc, source=os.path.join(str(root), "vmagent.yaml"))
+
+
+def write_config(root: str, commands: Optional[List[Any]] = None, **sections: Any) -> str:
+    """Write such a configuration to ``<root>/vmagent.yaml`` and return its path."""
+    path = os.path.join(str(root), "vmagent.yaml")
+    with open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(_document(root, commands, sections), fh, sort_keys=False)
+    return path
+
+
+def _document(root: str, commands: Optional[List[Any]], sections: Dict[str, Any]) -> Dict[str, Any]:
+    doc: Dict[str, Any] = {"instance": {"id": "i-test"}, "paths": {"root": str(root)}}
+    doc.update(sections)
+    doc.setdefault("paths", {}).setdefault("root", str(root))
+    if commands is not None:
+        doc.setdefault("pilot", {})["commands"] = commands
+    return doc
