@@ -135,3 +135,20 @@ class InputRejected(VmagentError):
 
     code = "input-rejected"
     exit_code = 2
+
+
+class ManagerUnavailable(VmagentError):
+    """The central manager could not be reached or answered 5xx: transient, retry with backoff."""
+
+    code = "manager-unavailable"
+
+
+class ManagerRefused(VmagentError):
+    """The central manager answered 4xx: the request itself is wrong or not allowed; do not retry as is."""
+
+    code = "manager-refused"
+
+    def __init__(self, status: int, detail: str, *, hint: Optional[str] = None):
+        self.status = status
+        self.detail = detail
+        super().__init__(f"manager refused the request ({status}): {detail}", hint=hint)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any, Dict, List, Tuple
 
 from ..errors import InputRejected
 
 
-@lru_cache(maxsize=None)
+@cache
 def get(name: str) -> Dict[str, Any]:
     """The schema called ``name`` (``payload``, ``heartbeat``, ``instruction``)."""
     data: Dict[str, Any] = json.loads(resources.files(__name__).joinpath(f"{name}.json").read_text())
