@@ -54,6 +54,7 @@ class CommandSpec:
     once_per_instance: bool
     env: Mapping[str, str]
     index: int
+    skip: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def _commands(doc: Dict[str, Any]) -> Tuple[Tuple[CommandSpec, ...], List[Tuple[
             name=entry["name"], options=freeze(options), timeout=float(settings["timeout"]),
             retries=int(settings["retries"]), backoff=float(settings["backoff"]),
             on_failure=settings["on_failure"], once_per_instance=bool(settings["once_per_instance"]),
-            env=freeze(entry.get("env", {})), index=i,
+            env=freeze(entry.get("env", {})), index=i, skip=entry.get("skip"),
         ))
     return tuple(specs), problems
 

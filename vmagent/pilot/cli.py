@@ -85,6 +85,8 @@ def _plan(args: argparse.Namespace) -> int:
         flags.append(f"on failure {spec.on_failure}")
         if spec.once_per_instance:
             flags.append("once per instance")
+        if spec.skip:
+            flags = [f"skipped: {spec.skip}"]
         print(f"{number:2d}. {spec.name}  ({', '.join(flags)})")
         options = thaw(spec.options)
         if options:

@@ -78,6 +78,11 @@ class Runner:
         return self.status
 
     def _step(self, spec: CommandSpec, command: Any, step: status_mod.StepStatus, label: str) -> Optional[VmagentError]:
+        if spec.skip:
+            step.outcome, step.reason = "skipped", spec.skip
+            log.info("%s: skipped (%s)", label, spec.skip)
+            self._save()
+            return None
         marker = self._marker(spec)
         if spec.once_per_instance and os.path.exists(marker):
             done = _read_json(marker)
