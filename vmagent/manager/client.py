@@ -1,0 +1,293 @@
+"""Client of the manager's HTTP API v1, used inside VMs (monitor, slot manager) and by operators.
+
+Only ``requests`` here: this module runs on Python 3.9 inside VMs and must never pull in the
+server's dependencies. Connection errors, timeouts and 5xx answers raise ``ManagerUnavailable``
+(transient: retry with backoff); 4xx answers raise ``ManagerRefused`` (do not retry as is).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from .. import __version__
+from ..errors import ConfigError, ManagerRefused, ManagerUnavailable
+
+API = "/api/v1"
+CREDENTIALS_FILE = "manager.json"
+LOCK_FILE = "manager.lock"
+
+Cert = Union[None, str, Tuple[str, str]]
+
+
+class ManagerClient:
+    """One keep-alive HTTP session to the manager, authenticated with one bearer token."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: Optional[str] = None,
+        ca_file: Optional[str] = None,
+        cert: Cert = None,
+        timeout: float = 10.0,
+    ):
+        if not url or urlsplit(url).scheme not in ("http", "https"):
+            raise ConfigError("manager.url", [("manager.url", f"must be an http(s) URL, not {url!r}")])
+        self.url = url.rstrip("/")
+        self.token = token
+        self.ca_file = ca_file
+        self.cert = cert
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"vmagent/{__version__}"
+        if ca_file:
+            self.session.verify = ca_file
+        if cert:
+            self.session.cert = cert
+
+    @classmethod
+    def from_config(cls, config: Any, *, token: Optional[str] = None) -> ManagerClient:
+        """A client for ``manager.*``; token: the argument, else this VM's stored one, else ``token_file``'s."""
+        section = config.section("manager")
+        if not section["url"]:
+            raise ConfigError(config.source, [("manager.url", "is not set but the manager is used")],
+                              hint="set manager.url, e.g. https://manager.example.org:8443")
+        if token is None:
+            stored = _read_stored(_state_file(config, CREDENTIALS_FILE))
+            token = stored["token"] if stored else _read_token_file(config)
+        cert: Cert = None
+        if section["cert_file"]:
+            cert_path = _vm_path(config, section["cert_file"])
+            cert = (cert_path, _vm_path(config, section["key_file"])) if section["key_file"] else cert_path
+        ca_file = _vm_path(config, section["ca_file"]) if section["ca_file"] else None
+        return cls(section["url"], token=token, ca_file=ca_file, cert=cert, timeout=float(section["timeout"]))
+
+    def with_token(self, token: str) -> ManagerClient:
+        """The same manager and TLS settings, another credential."""
+        return ManagerClient(self.url, token=token, ca_file=self.ca_file, cert=self.cert, timeout=self.timeout)
+
+    def close(self) -> None:
+        self.session.close()
+
+    # --- VM side -------------------------------------------------------------------------------
+
+    def register(self, **vm: Any) -> Dict[str, Any]:
+        """Register this VM; answers ``{vm_id, token, heartbeat_period}``."""
+        return self._call("POST", "/register", vm)
+
+    def heartbeat(self, vm_id: str, body: Mapping[str, Any]) -> Dict[str, Any]:
+        """Send one heartbeat; answers ``{instructions, heartbeat_period}``."""
+        answer = self._call("POST", f"/vms/{_seg(vm_id)}/heartbeat", body)
+        if not isinstance(answer.get("instructions"), list):
+            raise ManagerUnavailable(f"{self.url}: heartbeat answer has no 'instructions' list")
+        return answer
+
+    def halting(self, vm_id: str, reason: str, vacuum_code: int, message: str = "") -> None:
+        """Tell the manager this VM is going away and why (a vacuum outcome code)."""
+        self._call("POST", f"/vms/{_seg(vm_id)}/halting",
+                   {"reason": reason, "vacuum_code": vacuum_code, "message": message})
+
+    def claim(self, vm_id: str, **request: Any) -> List[Dict[str, Any]]:
+        """Lease payloads that fit ``free_cores``, ``free_memory_mb``, ``remaining_seconds``..."""
+        answer = self._call("POST", f"/vms/{_seg(vm_id)}/claim", request)
+        payloads = answer.get("payloads")
+        if not isinstance(payloads, list):
+            raise ManagerUnavailable(f"{self.url}: claim answer has no 'payloads' list")
+        return payloads
+
+    def result(self, vm_id: str, payload_id: str, result: Mapping[str, Any]) -> None:
+        """Report how a leased payload ended."""
+        self._call("POST", f"/vms/{_seg(vm_id)}/payloads/{_seg(payload_id)}/result", result)
+
+    # --- admin side ----------------------------------------------------------------------------
+
+    def enrol(self, **kw: Any) -> Dict[str, Any]:
+        """A single-use enrolment token for one VM: ``{enrolment_token, expires_at}``."""
+        return self._call("POST", "/enrolments", kw)
+
+    def submit(self, payload: Mapping[str, Any]) -> str:
+        """Queue one payload; answers its id."""
+        return str(self._call("POST", "/payloads", payload)["id"])
+
+    def vms(self, **filters: Any) -> List[Dict[str, Any]]:
+        """The VM table (filters: status, image, running_pod, ce, vo, limit, offset)."""
+        return list(self._call("GET", "/vms", params=filters)["vms"])
+
+    def vm(self, vm_id: str) -> Dict[str, Any]:
+        """One VM with its transitions, recent heartbeats and pending instructions."""
+        return self._call("GET", f"/vms/{_seg(vm_id)}")
+
+    def instruct(self, vm_id: str, action: str, **kw: Any) -> int:
+        """Queue an instruction (drain, halt, shutdown_at) for a VM; answers its id."""
+        return int(self._call("POST", f"/vms/{_seg(vm_id)}/instructions", dict(kw, action=action))["id"])
+
+    def payloads(self, **filters: Any) -> List[Dict[str, Any]]:
+        """The payload queue (filters: state, limit, offset)."""
+        return list(self._call("GET", "/payloads", params=filters)["payloads"])
+
+    def payload(self, payload_id: str) -> Dict[str, Any]:
+        return self._call("GET", f"/payloads/{_seg(payload_id)}")
+
+    def accounting(self, group_by: str = "ce", **kw: Any) -> List[Dict[str, Any]]:
+        """Accounting rows grouped by ``ce``, ``image``, ``running_pod`` or ``vo`` (``since``, ``until``)."""
+        return list(self._call("GET", "/accounting", params=dict(kw, group_by=group_by))["rows"])
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, body: Any = None, params: Optional[Mapping[str, Any]] = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        url = f"{self.url}{API}{path}"
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self.session.request(method, url, json=body, params=query or None,
+                                            headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ManagerUnavailable(f"{method} {url}: {exc.__class__.__name__}: {exc}",
+                                     hint="check manager.url, the network and manager.ca_file") from None
+        if response.status_code >= 500:
+            raise ManagerUnavailable(f"{method} {url}: HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise ManagerRefused(response.status_code, _detail(response))
+        try:
+            return response.json() if response.content else {}
+        except ValueError:
+            raise ManagerUnavailable(f"{method} {url}: answer is not JSON") from None
+
+
+def _seg(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+def _detail(response: requests.Response) -> str:
+    try:
+        detail = response.json().get("detail", "")
+    except (ValueError, AttributeError):
+        return response.text[:500]
+    return detail if isinstance(detail, str) else json.dumps(detail)[:2000]
+
+
+# --- this VM's own credential ----------------------------------------------------------------------
+
+
+def vm_credentials(config: Any, client: Optional[ManagerClient] = None) -> Tuple[str, str]:
+    """This VM's ``(vm_id, token)``: stored in ``<state_dir>/manager.json``, else registered once.
+
+    An exclusive ``fcntl`` lock on ``<state_dir>/manager.lock`` makes sure that the monitor and the
+    slot manager, starting together, never both spend the single-use enrolment token.
+    """
+    target = _state_file(config, CREDENTIALS_FILE)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    stored = _read_stored(target)
+    if stored:
+        return stored["vm_id"], stored["token"]
+    with open(_state_file(config, LOCK_FILE), "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            stored = _read_stored(target)  # the other process may have registered meanwhile
+            if stored:
+                return stored["vm_id"], stored["token"]
+            client = client or ManagerClient.from_config(config, token=_read_token_file(config))
+            if not client.token:
+                client = client.with_token(_read_token_file(config))
+            answer = client.register(**registration(config, client.url))
+            _store(target, client.url, answer)
+            return str(answer["vm_id"]), str(answer["token"])
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def registration(config: Any, url: str) -> Dict[str, Any]:
+    """What this VM tells the manager about itself when it registers."""
+    from ..pilot.instance import detect_instance_id
+
+    instance = config.section("instance")
+    body: Dict[str, Any] = {
+        "instance_id": detect_instance_id(config),
+        "hostname": socket.gethostname(),
+        "ip": _local_ip(url),
+        "total_cores": os.cpu_count() or 1,
+        "total_memory_mb": _total_memory_mb(),
+        "vmagent_version": __version__,
+    }
+    for key in ("site", "ce", "image", "running_pod", "vo"):
+        if instance[key]:
+            body[key] = instance[key]
+    return body
+
+
+def _store(target: str, url: str, answer: Mapping[str, Any]) -> None:
+    from ..pilot.command import write_atomic
+
+    if not answer.get("vm_id") or not answer.get("token"):
+        raise ManagerUnavailable(f"{url}: registration answer lacks vm_id or token")
+    doc = {"url": url, "vm_id": str(answer["vm_id"]), "token": str(answer["token"]),
+           "heartbeat_period": answer.get("heartbeat_period"), "registered_at": time.time()}
+    write_atomic(target, json.dumps(doc, indent=2) + "\n", 0o600)
+
+
+def _state_file(config: Any, name: str) -> str:
+    return os.path.join(config.path("paths.state_dir"), name)
+
+
+def _read_stored(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(path, [("", f"unreadable VM credential: {exc}")],
+                          hint="delete the file to register this VM again") from None
+    if not isinstance(doc, dict) or not doc.get("vm_id") or not doc.get("token"):
+        raise ConfigError(path, [("", "must hold vm_id and token")], hint="delete the file to register again")
+    return doc
+
+
+def _read_token_file(config: Any) -> str:
+    name = config.section("manager")["token_file"]
+    if not name:
+        raise ConfigError(config.source, [("manager.token_file", "is not set; no credential to register with")],
+                          hint="point manager.token_file at the enrolment token given at boot")
+    path = _vm_path(config, name)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except OSError as exc:
+        raise ConfigError(config.source, [("manager.token_file", f"cannot read {path}: {exc.strerror}")]) from None
+    if not token:
+        raise ConfigError(config.source, [("manager.token_file", f"{path} is empty")])
+    return token
+
+
+def _vm_path(config: Any, path: str) -> str:
+    from ..config import host_path
+
+    return host_path(config.root, path) if os.path.isabs(path) else path
+
+
+def _local_ip(url: str) -> str:
+    """The address this host uses to reach the manager (no packet is sent)."""
+    host = urlsplit(url).hostname or "127.0.0.1"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, 9))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+def _total_memory_mb() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total // 2**20)
+    except (ImportError, OSError):
+        return 0
