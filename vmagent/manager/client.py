@@ -48,8 +48,8 @@ class ManagerClient:
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"vmagent/{__version__}"
-        if ca_file:
-            self.session.verify = ca_file
+        # Passed with every request: a session-level ``verify`` loses to $REQUESTS_CA_BUNDLE.
+        self.verify: Union[bool, str] = ca_file or True
         if cert:
             self.session.cert = cert
 
@@ -148,7 +148,7 @@ class ManagerClient:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             response = self.session.request(method, url, json=body, params=query or None,
-                                            headers=headers, timeout=self.timeout)
+                                            headers=headers, timeout=self.timeout, verify=self.verify)
         except requests.RequestException as exc:
             raise ManagerUnavailable(f"{method} {url}: {exc.__class__.__name__}: {exc}",
                                      hint="check manager.url, the network and manager.ca_file") from None

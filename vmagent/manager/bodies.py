@@ -1,0 +1,100 @@
+"""JSON Schemas of the API's request bodies and their validation into clear 422 details.
+
+Heartbeats, payloads, results and instructions use the shared schemas in ``vmagent/schemas``; the
+manager-only bodies (enrolment, registration, halting, claim) are defined here.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any, Dict, List, Tuple
+
+import jsonschema
+
+from .. import schemas
+from ..config import apply_defaults
+
+NAME = {"type": "string", "maxLength": 256}
+IDENT = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"}
+COUNT = {"type": "integer", "minimum": 0, "maximum": 1 << 40}
+
+LOCAL: Dict[str, Dict[str, Any]] = {
+    "enrolment": {
+        "title": "enrolment request", "type": "object", "additionalProperties": False,
+        "properties": {"site": NAME, "ce": NAME, "image": NAME, "running_pod": NAME, "vo": NAME,
+                       "ttl_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 30 * 86400,
+                                       "default": 3600}},
+    },
+    "register": {
+        "title": "VM registration", "type": "object", "additionalProperties": False,
+        "required": ["instance_id", "hostname", "ip", "total_cores", "total_memory_mb"],
+        "properties": {"instance_id": IDENT, "hostname": NAME, "ip": {"type": "string", "maxLength": 64},
+                       "total_cores": {"type": "integer", "minimum": 1, "maximum": 4096},
+                       "total_memory_mb": COUNT, "site": NAME, "ce": NAME, "image": NAME,
+                       "running_pod": NAME, "vo": NAME, "vmagent_version": {"type": "string", "maxLength": 64}},
+    },
+    "halting": {
+        "title": "halting declaration", "type": "object", "additionalProperties": False,
+        "required": ["reason"],
+        "properties": {"reason": {"type": "string", "maxLength": 1024},
+                       "vacuum_code": {"type": "integer", "minimum": 0, "maximum": 999, "default": 200},
+                       "message": {"type": "string", "maxLength": 4096, "default": ""}},
+    },
+    "claim": {
+        "title": "payload claim", "type": "object", "additionalProperties": False,
+        "required": ["free_cores"],
+        "properties": {"free_cores": {"type": "integer", "minimum": 0, "maximum": 4096},
+                       "free_memory_mb": {"type": ["integer", "null"], "minimum": 0, "maximum": 1 << 40,
+                                          "default": None},
+                       "remaining_seconds": {"type": ["number", "null"], "default": None},
+                       "total_cores": {"type": ["integer", "null"], "minimum": 1, "maximum": 4096, "default": None},
+                       "running_pod": {"type": ["string", "null"], "maxLength": 256, "default": None},
+                       "vo": {"type": ["string", "null"], "maxLength": 256, "default": None},
+                       "max": {"type": "integer", "minimum": 1, "maximum": 256, "default": 1}},
+    },
+}
+
+
+@cache
+def schema(name: str) -> Dict[str, Any]:
+    """The JSON Schema of body ``name``, without ``$schema`` (as published in the OpenAPI document)."""
+    if name in LOCAL:
+        found = copy.deepcopy(LOCAL[name])
+    elif name == "instruction_request":
+        found = copy.deepcopy(schemas.get("instruction"))
+        found["title"] = "instruction request"
+        del found["properties"]["id"]
+        found["required"] = ["action"]
+    else:
+        found = copy.deepcopy(schemas.get(name))
+    found.pop("$schema", None)
+    return found
+
+
+@cache
+def _validator(name: str) -> Any:
+    return jsonschema.Draft202012Validator(schema(name))
+
+
+def problems(name: str, doc: Any) -> List[Tuple[str, str]]:
+    """``(path, message)`` pairs; empty when ``doc`` is valid. The fast path skips error collection."""
+    if _validator(name).is_valid(doc):
+        return []
+    if name in LOCAL or name == "instruction_request":
+        from ..config import validation_problems
+
+        return validation_problems(schema(name), doc)
+    return schemas.problems(name, doc)
+
+
+def explain(name: str, found: List[Tuple[str, str]]) -> str:
+    """One line naming the body and each problem, e.g. ``invalid heartbeat: seq: -1 is less than...``."""
+    listed = "; ".join(f"{path or '(top)'}: {message}" for path, message in found[:10])
+    more = f" (and {len(found) - 10} more)" if len(found) > 10 else ""
+    return f"invalid {schema(name).get('title', name)}: {listed}{more}"
+
+
+def with_defaults(name: str, doc: Dict[str, Any]) -> Dict[str, Any]:
+    apply_defaults(schema(name), doc)
+    return doc

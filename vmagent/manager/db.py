@@ -1,0 +1,186 @@
+"""The manager's tables (SQLAlchemy Core) and the engine: SQLite by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
+
+vms = Table(
+    "vms", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("instance_id", String(128), nullable=False),
+    Column("hostname", String(255), nullable=False, default=""),
+    Column("ip", String(64), nullable=False, default=""),
+    Column("site", String(256), nullable=False, default=""),
+    Column("ce", String(256), nullable=False, default=""),
+    Column("image", String(256), nullable=False, default=""),
+    Column("running_pod", String(256), nullable=False, default=""),
+    Column("vo", String(256), nullable=False, default=""),
+    Column("vmagent_version", String(64), nullable=False, default=""),
+    Column("total_cores", Integer, nullable=False, default=0),
+    Column("total_memory_mb", BigInteger, nullable=False, default=0),
+    Column("state", String(16), nullable=False),
+    Column("state_reason", Text, nullable=False, default=""),
+    Column("state_since", Float, nullable=False),
+    Column("registered_at", Float, nullable=False),
+    Column("last_heartbeat", Float),
+    Column("seq", BigInteger),
+    Column("load1", Float),
+    Column("uptime", Float),
+    Column("free_cores", Integer),
+    Column("payloads_running", Integer, nullable=False, default=0),
+    Column("payloads_done", Integer, nullable=False, default=0),
+    Column("payloads_failed", Integer, nullable=False, default=0),
+    Column("error_code", String(64)),
+    Column("vacuum_code", Integer),
+    Column("halt_message", Text),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("token_expires_at", Float),
+    Column("revoked_at", Float),
+    Index("ix_vms_state", "state"),
+)
+
+transitions = Table(
+    "transitions", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("vm_id", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("from_state", String(16)),
+    Column("to_state", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Index("ix_transitions_vm", "vm_id", "id"),
+)
+
+heartbeats = Table(
+    "heartbeats", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("vm_id", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("load1", Float),
+    Column("cpu_percent", Float),
+    Column("free_cores", Integer),
+    Column("total_cores", Integer),
+    Column("running", Integer),
+    Index("ix_heartbeats_vm", "vm_id", "id"),
+    Index("ix_heartbeats_at", "at"),
+)
+
+instructions = Table(
+    "instructions", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("vm_id", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("shutdown_at", Float),
+    Column("reason", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("delivered_at", Float),
+    Column("acked_at", Float),
+    Index("ix_instructions_pending", "vm_id", "acked_at"),
+)
+
+payloads = Table(
+    "payloads", metadata,
+    Column("id", String(128), primary_key=True),
+    Column("doc", Text, nullable=False),
+    Column("cores", Integer, nullable=False),
+    Column("whole_node", Boolean, nullable=False, default=False),
+    Column("memory_mb", BigInteger, nullable=False, default=0),
+    Column("wall_seconds", Float),
+    Column("running_pod", String(256), nullable=False, default=""),
+    Column("vo", String(256), nullable=False, default=""),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("state", String(16), nullable=False),
+    Column("submitted_at", Float, nullable=False),
+    Column("vm_id", String(64)),
+    Column("leased_at", Float),
+    Column("lease_expires_at", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("outcome", String(16)),
+    Column("finished_at", Float),
+    Index("ix_payloads_queue", "state", "priority", "submitted_at"),
+    Index("ix_payloads_vm", "vm_id", "state"),
+)
+
+results = Table(
+    "results", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("payload_id", String(128), nullable=False),
+    Column("vm_id", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("cores", Integer, nullable=False),
+    Column("wall_seconds", Float, nullable=False, default=0.0),
+    Column("cpu_seconds", Float),
+    Column("finished_at", Float, nullable=False),
+    Column("doc", Text, nullable=False),
+    Index("ix_results_payload", "payload_id", "attempt", unique=True),
+    Index("ix_results_finished", "finished_at"),
+)
+
+enrolments = Table(
+    "enrolments", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("site", String(256), nullable=False, default=""),
+    Column("ce", String(256), nullable=False, default=""),
+    Column("image", String(256), nullable=False, default=""),
+    Column("running_pod", String(256), nullable=False, default=""),
+    Column("vo", String(256), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("used_at", Float),
+    Column("vm_id", String(64)),
+)
+
+
+def make_engine(url: str, *, pool_size: int = 8) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and ``synchronous=NORMAL``.
+
+    WAL with NORMAL keeps every committed transaction across a crash of the manager process
+    (only an operating-system crash may lose the last few), at a fraction of the fsync cost.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30,
+                                                  "isolation_level": None},
+                               pool_size=pool_size, max_overflow=16)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # Take the write lock at BEGIN: a deferred transaction that reads, then writes, fails with
+        # "database is locked" when another process committed in between; IMMEDIATE waits instead.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return create_engine(url, pool_size=pool_size, max_overflow=16, pool_pre_ping=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_all(engine: Engine) -> None:
+    """Create missing tables (idempotent; several manager processes may race here)."""
+    metadata.create_all(engine, checkfirst=True)

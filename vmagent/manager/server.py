@@ -1,0 +1,93 @@
+"""``vmagent manager serve``: bind, write ``<state_dir>/url`` once listening, run uvicorn workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Optional
+
+from ..errors import UsageError
+from . import auth, db
+from .settings import ENV_VAR, Settings
+
+log = logging.getLogger("vmagent.manager")
+
+
+def admin_hash(state_dir: str) -> str:
+    path = os.path.join(state_dir, "admin.token")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}",
+                         hint=f"run 'vmagent manager init --state-dir {state_dir}' first") from None
+    if not token:
+        raise UsageError(f"{path} is empty", hint="delete it and run 'vmagent manager init' again")
+    return auth.digest(token)
+
+
+def serve(settings: Settings, host: str, port: int, workers: int, tls: bool) -> None:
+    """Serve until stopped; ``port`` 0 picks a free one. The bound URL goes to ``<state_dir>/url``."""
+    import uvicorn
+
+    state_dir = settings.state_dir or "."
+    ssl = {}
+    if tls:
+        ssl = {"ssl_certfile": os.path.join(state_dir, "server.pem"),
+               "ssl_keyfile": os.path.join(state_dir, "server.key")}
+        for path in ssl.values():
+            if not os.path.exists(path):
+                raise UsageError(f"{path} is missing", hint=f"run 'vmagent manager init --state-dir {state_dir}' "
+                                 "or pass --insecure-http for plain HTTP on a trusted network")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"{'https' if tls else 'http'}://{shown}:{bound}"
+    settings = Settings(**{**settings.__dict__, "url": url})
+    db.create_all(db.make_engine(settings.db_url, pool_size=1))  # before any worker: no race on CREATE TABLE
+    os.environ[ENV_VAR] = settings.to_env()
+    config = uvicorn.Config("vmagent.manager.app:factory", factory=True, workers=workers, log_level="warning",
+                            access_log=False, timeout_keep_alive=75, backlog=2048, **ssl)  # type: ignore[arg-type]
+    server = uvicorn.Server(config)
+    _announce(state_dir, url)
+    log.info("manager listening on %s (%d worker%s, database %s)", url, workers, "s" * (workers > 1),
+             db.make_engine(settings.db_url).url.render_as_string())
+    try:
+        if workers > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            config.load()
+            server.run(sockets=[sock])
+    finally:
+        _withdraw(state_dir, url)
+
+
+def _announce(state_dir: str, url: str) -> None:
+    """The socket already listens: connections queue until the workers accept them."""
+    from ..pilot.command import write_atomic
+
+    write_atomic(os.path.join(state_dir, "url"), url + "\n", 0o644)
+
+
+def _withdraw(state_dir: str, url: str) -> None:
+    path = os.path.join(state_dir, "url")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            if fh.read().strip() == url:
+                os.unlink(path)
+    except OSError:
+        pass
+
+
+def default_db(state_dir: str, url: Optional[str]) -> str:
+    return url or f"sqlite:///{os.path.abspath(os.path.join(state_dir, 'manager.db'))}"

@@ -1,0 +1,41 @@
+"""What one manager process needs to know: database, timings, limits, where its files are."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+ENV_VAR = "VMAGENT_MANAGER_SETTINGS"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Manager settings; passed to worker processes as JSON in ``$VMAGENT_MANAGER_SETTINGS``."""
+
+    db_url: str
+    admin_token_hash: str
+    state_dir: Optional[str] = None
+    url: Optional[str] = None
+    heartbeat_period: float = 60.0
+    stall_seconds: float = 300.0
+    sweep_interval: float = 15.0
+    lease_seconds: float = 900.0
+    max_attempts: int = 3
+    history_per_vm: int = 1000
+    history_seconds: float = 7 * 86400.0
+    vm_token_ttl: float = 30 * 86400.0
+    max_body_bytes: int = 1 << 20
+    max_heartbeat_bytes: int = 64 << 10
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        raw = os.environ.get(ENV_VAR)
+        if not raw:
+            raise RuntimeError(f"${ENV_VAR} is not set; start the manager with 'vmagent manager serve'")
+        doc: Any = json.loads(raw)
+        return cls(**doc)
