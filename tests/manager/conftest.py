@@ -54,8 +54,9 @@ def start(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     started = []
 
     def starter(kind: str = "sqlite", *extra: str, workers: int = 1, tls: bool = True,
-                state_dir: Any = None) -> testing.RunningManager:
-        db = request.getfixturevalue("postgres").create_database() if kind == "postgres" else None
+                state_dir: Any = None, db: Any = None) -> testing.RunningManager:
+        if db is None and kind == "postgres":
+            db = request.getfixturevalue("postgres").create_database()
         directory = str(state_dir or tmp_path_factory.mktemp("manager"))
         manager = testing.start_manager(directory, db=db, workers=workers, tls=tls, extra=extra)
         manager.db = db  # type: ignore[attr-defined]
