@@ -86,7 +86,7 @@ def test_expired_lease_is_requeued_then_lost_after_max_attempts(world):
     vm = _register(world)
     with engine.begin() as conn:
         queue.submit(conn, [{"id": "p1", "command": ["true"]}], clock.time())
-    for attempt in (1, 2):
+    for _attempt in (1, 2):
         with engine.begin() as conn:
             row = fleet.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
             assert [p["id"] for p in queue.claim(conn, settings, row, {"free_cores": 4}, clock.time())] == ["p1"]
