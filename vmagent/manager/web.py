@@ -28,12 +28,14 @@ class Manager:
     clock: Clock
 
 
-def manager(request: Request) -> Manager:
+async def manager(request: Request) -> Manager:
+    # async on purpose, like ``token``: FastAPI runs plain ``def`` dependencies in a thread pool,
+    # which costs more than the whole database work of a heartbeat.
     found: Manager = request.app.state.manager
     return found
 
 
-def token(creds: Annotated[Optional[HTTPAuthorizationCredentials], Depends(bearer_scheme)]) -> Optional[str]:
+async def token(creds: Annotated[Optional[HTTPAuthorizationCredentials], Depends(bearer_scheme)]) -> Optional[str]:
     """The presented bearer token; None when there is none (routes answer 401 themselves)."""
     if creds is None or not creds.credentials or len(creds.credentials) > 512:
         return None
