@@ -150,7 +150,8 @@ def run_backend(name: str, args: argparse.Namespace, cluster: Any) -> Dict[str, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default="sqlite,postgres1,postgres2", help="comma-separated: " + ", ".join(BACKENDS))
+    parser.add_argument("--backends", default="sqlite,postgres1,postgres2",
+                        help="comma-separated: " + ", ".join(BACKENDS))
     parser.add_argument("--vms", type=int, default=200, help="simulated VMs (default 200)")
     parser.add_argument("--processes", type=int, default=2, help="load processes (default 2)")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections per process (default 8)")

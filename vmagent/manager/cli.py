@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 EPILOG = """\
 examples:
@@ -238,7 +238,7 @@ def _check_payloads(source: str, doc: Any) -> None:
     from ..errors import ConfigError
 
     docs = doc if isinstance(doc, list) else [doc]
-    found = []
+    found: List[Tuple[str, str]] = []
     for index, item in enumerate(docs):
         prefix = f"[{index}]" if isinstance(doc, list) else ""
         found.extend((f"{prefix}.{p}".strip(".") if p else prefix, m) for p, m in schemas.problems("payload", item))

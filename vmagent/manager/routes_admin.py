@@ -11,7 +11,7 @@ from . import accounting, bodies, fleet, queue, sweeper
 from .states import VmState
 from .web import ERRORS, ManagerDep, TokenDep, body_doc, json, read_body, read_payloads, valid
 
-router = APIRouter(prefix="/api/v1", tags=["admin"], responses=ERRORS)  # type: ignore[arg-type]
+router = APIRouter(prefix="/api/v1", tags=["admin"], responses=ERRORS)
 StateName = Literal["new", "submitted", "running", "draining", "halted", "stalled", "error"]
 PayloadState = Literal["queued", "leased", "done", "failed", "killed", "lost"]
 Str = Annotated[Optional[str], Query(max_length=256)]

@@ -9,7 +9,7 @@ from ..errors import ManagerRefused
 from . import bodies, fleet, queue
 from .web import ERRORS, ManagerDep, TokenDep, body_doc, json, read_body, valid
 
-router = APIRouter(prefix="/api/v1", tags=["vm"], responses=ERRORS)  # type: ignore[arg-type]
+router = APIRouter(prefix="/api/v1", tags=["vm"], responses=ERRORS)
 
 
 @router.post("/register", status_code=201, openapi_extra=body_doc("register"),

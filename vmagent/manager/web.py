@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Dict, Optional
+from typing import Annotated, Any, Dict, List, Optional, Tuple
 
 import orjson
 from fastapi import Depends, Request
@@ -78,7 +78,7 @@ async def read_payloads(request: Request, limit: int) -> Any:
     docs = doc if isinstance(doc, list) else [doc]
     if not docs or len(docs) > 1000:
         return Invalid("invalid payload list: give 1 to 1000 payloads")
-    found = []
+    found: List[Tuple[str, str]] = []
     for index, item in enumerate(docs):
         prefix = f"[{index}]." if isinstance(doc, list) else ""
         found.extend((prefix + path, message) for path, message in bodies.problems("payload", item))
