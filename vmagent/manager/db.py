@@ -169,7 +169,9 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return create_engine(url, pool_size=pool_size, max_overflow=16, pool_pre_ping=False)
+    # Enough pooled connections for the request thread pool (40 threads): an overflow connection
+    # is closed on return, and a new PostgreSQL connection costs a server process fork.
+    return create_engine(url, pool_size=max(pool_size, 32), max_overflow=8, pool_recycle=3600)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

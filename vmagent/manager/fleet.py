@@ -20,8 +20,10 @@ from .states import FROM_HEARTBEAT, VmState, allowed
 
 PRUNE_EVERY = 50  # heartbeats between two prunings of one VM's history
 
+_has_pending = (select(instructions.c.id).where(instructions.c.vm_id == vms.c.id, instructions.c.acked_at.is_(None))
+                .exists().label("has_pending"))
 _vm_auth = select(vms.c.id, vms.c.instance_id, vms.c.token_hash, vms.c.token_expires_at, vms.c.revoked_at, vms.c.state,
-                  vms.c.running_pod, vms.c.vo, vms.c.total_cores).where(vms.c.id == bindparam("vm_id"))
+                  vms.c.running_pod, vms.c.vo, vms.c.total_cores, _has_pending).where(vms.c.id == bindparam("vm_id"))
 _pending = (select(instructions.c.id, instructions.c.action, instructions.c.shutdown_at, instructions.c.reason,
                    instructions.c.delivered_at)
             .where(instructions.c.vm_id == bindparam("vm_id"), instructions.c.acked_at.is_(None))
@@ -160,6 +162,10 @@ def heartbeat(conn: Connection, settings: Settings, vm: Row, body: Mapping[str, 
     """Record one heartbeat, apply its acks and lease renewals, answer the pending instructions."""
     if vm.state == VmState.HALTED.value:
         raise ManagerRefused(409, f"VM {vm.id} is halted; a halted VM cannot heartbeat")
+    if conn.dialect.name == "postgresql":
+        # A heartbeat is telemetry: should PostgreSQL itself crash, losing its last instants costs a
+        # re-sent instruction at most. Registrations, payloads and results keep synchronous commits.
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
     target = FROM_HEARTBEAT[body["status"]].value
     pipeline = body.get("pipeline") or {}
     if pipeline.get("outcome") == "failed":
@@ -191,7 +197,9 @@ def heartbeat(conn: Connection, settings: Settings, vm: Row, body: Mapping[str, 
         renew(conn, settings, vm.id, counts["ids"], now)
     if body["seq"] % PRUNE_EVERY == 0:
         prune(conn, settings, vm.id, now)
-    return {"instructions": pending(conn, vm.id, now, skip=set(acks)), "heartbeat_period": settings.heartbeat_period}
+    # The common case, nothing queued, costs no query: the credential lookup already said so.
+    found = pending(conn, vm.id, now, skip=set(acks)) if vm.has_pending else []
+    return {"instructions": found, "heartbeat_period": settings.heartbeat_period}
 
 
 def pending(conn: Connection, vm_id: str, now: float, skip: Any = ()) -> List[Dict[str, Any]]:
