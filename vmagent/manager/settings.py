@@ -27,7 +27,7 @@ class Settings:
     history_seconds: float = 7 * 86400.0
     vm_token_ttl: float = 30 * 86400.0
     max_body_bytes: int = 1 << 20
-    max_heartbeat_bytes: int = 64 << 10
+    max_heartbeat_bytes: int = 640 << 10  # room for the schema's 4096 payload ids of 128 characters
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
