@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from vmagent.clock import FakeClock
@@ -9,7 +11,7 @@ from vmagent.errors import ManagerRefused
 from vmagent.manager import auth, db, fleet, queue, sweeper
 from vmagent.manager.settings import Settings
 from vmagent.manager.states import ALLOWED, VmState, allowed
-from vmagent.manager.testing import heartbeat
+from vmagent.manager.testing import heartbeat, new_vm
 
 
 @pytest.fixture
@@ -145,3 +147,15 @@ def test_result_posted_twice_is_accepted_once(world):
             queue.record_result(conn, settings, row, "p1", {"id": "p1", "outcome": "done"}, clock.time())
     with engine.begin() as conn:
         assert len(queue.one(conn, "p1")["results"]) == 1
+
+
+def test_served_manager_sweeps_silent_vms_to_stalled(start):
+    """A real manager with --stall-after 1 marks a VM Stalled by itself once its heartbeats stop."""
+    manager = start("sqlite", "--stall-after", "1", "--sweep-interval", "0.2")
+    vm = new_vm(manager)
+    vm["client"].heartbeat(vm["vm_id"], heartbeat(vm["instance_id"], 1))
+    deadline = time.monotonic() + 30
+    while manager.client().vm(vm["vm_id"])["state"] != "stalled" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    detail = manager.client().vm(vm["vm_id"])
+    assert detail["state"] == "stalled" and detail["transitions"][-1]["reason"].startswith("no heartbeat for")
