@@ -217,3 +217,23 @@ def test_operator_cli_rejects_bad_payload_file_naming_it(manager, tmp_path):
     assert f"{bad}: [1].command" in done.stderr and f"{bad}: [1].cores" in done.stderr
     with pytest.raises(ManagerRefused):
         manager.client().payload(pid)
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ({"instance_id": "i", "hostname": "a\u0000b", "ip": "1.2.3.4", "total_cores": 1, "total_memory_mb": 1}, "NUL"),
+    ({"instance_id": "i", "hostname": "h", "ip": "1.2.3.4", "total_cores": 1, "total_memory_mb": 1,
+      "site": "s" * 257}, "site"),
+])
+def test_registration_values_the_database_cannot_hold_are_422(manager, body, words):
+    """Text with NUL or longer than the columns is refused with 422 on both databases, never a 500."""
+    with pytest.raises(ManagerRefused) as err:
+        manager.client().register(**body)
+    assert err.value.status == 422 and words in err.value.detail
+
+
+def test_huge_integers_are_422(manager):
+    """A heartbeat counter beyond 64 bits is refused with 422 instead of failing in the database."""
+    vm = new_vm(manager)
+    with pytest.raises(ManagerRefused) as err:
+        vm["client"].heartbeat(vm["vm_id"], heartbeat(vm["instance_id"], 2**70))
+    assert err.value.status == 422 and "out of range" in err.value.detail

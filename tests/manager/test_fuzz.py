@@ -14,9 +14,9 @@ VM_ROUTES = ("/heartbeat", "/claim", "/halting", "/result")
 
 
 @pytest.fixture(scope="module")
-def target(start):
-    """A plain-HTTP manager on SQLite with one registered VM, for the fuzzer."""
-    manager = start("sqlite", tls=False)
+def target(start, db_kind):
+    """A plain-HTTP manager with one registered VM, for the fuzzer, on SQLite and on PostgreSQL."""
+    manager = start(db_kind, tls=False)
     return manager, new_vm(manager)
 
 

@@ -9,12 +9,12 @@ from fastapi.responses import Response
 
 from . import accounting, bodies, fleet, queue, sweeper
 from .states import VmState
-from .web import ERRORS, ManagerDep, TokenDep, body_doc, json, read_body, read_payloads, valid
+from .web import ERRORS, NO_NUL, ManagerDep, PayloadId, TokenDep, VmId, body_doc, json, read_body, read_payloads, valid
 
 router = APIRouter(prefix="/api/v1", tags=["admin"], responses=ERRORS)
 StateName = Literal["new", "submitted", "running", "draining", "halted", "stalled", "error"]
 PayloadState = Literal["queued", "leased", "done", "failed", "killed", "lost"]
-Str = Annotated[Optional[str], Query(max_length=256)]
+Str = Annotated[Optional[str], Query(max_length=256, pattern=NO_NUL)]
 Offset = Annotated[int, Query(ge=0, le=10**9)]
 Time = Annotated[Optional[float], Query(ge=0, le=1e11, description="UNIX seconds")]
 
@@ -43,7 +43,7 @@ def vms(m: ManagerDep, tok: TokenDep, state: Optional[StateName] = None,
 
 
 @router.get("/vms/{vm_id}", summary="One VM with its transitions, recent heartbeats and instructions")
-def vm(vm_id: str, m: ManagerDep, tok: TokenDep,
+def vm(vm_id: VmId, m: ManagerDep, tok: TokenDep,
        history: Annotated[int, Query(ge=0, le=10000)] = 200) -> Response:
     now = m.clock.time()
     with m.engine.begin() as conn:
@@ -53,7 +53,7 @@ def vm(vm_id: str, m: ManagerDep, tok: TokenDep,
 
 @router.post("/vms/{vm_id}/instructions", status_code=201, openapi_extra=body_doc("instruction_request"),
              summary="Queue drain, halt or shutdown_at for a VM; delivered in its heartbeat answers until acked")
-async def instruct(vm_id: str, request: Request, m: ManagerDep, tok: TokenDep) -> Response:
+async def instruct(vm_id: VmId, request: Request, m: ManagerDep, tok: TokenDep) -> Response:
     doc = await read_body(request, "instruction_request", m.settings.max_body_bytes)
     now = m.clock.time()
     with m.engine.begin() as conn:
@@ -62,7 +62,7 @@ async def instruct(vm_id: str, request: Request, m: ManagerDep, tok: TokenDep) -
 
 
 @router.post("/vms/{vm_id}/revoke", summary="Revoke a VM's credential: it can no longer heartbeat or claim")
-def revoke(vm_id: str, m: ManagerDep, tok: TokenDep) -> Response:
+def revoke(vm_id: VmId, m: ManagerDep, tok: TokenDep) -> Response:
     now = m.clock.time()
     with m.engine.begin() as conn:
         fleet.require_admin(conn, m.settings, tok, now)
@@ -71,8 +71,8 @@ def revoke(vm_id: str, m: ManagerDep, tok: TokenDep) -> Response:
 
 
 @router.post("/vms/{vm_id}/error", summary="Mark a VM as in error (operator's judgement), with a reason")
-def mark_error(vm_id: str, m: ManagerDep, tok: TokenDep,
-               reason: Annotated[str, Query(max_length=1000)] = "marked by the operator") -> Response:
+def mark_error(vm_id: VmId, m: ManagerDep, tok: TokenDep,
+               reason: Annotated[str, Query(max_length=1000, pattern=NO_NUL)] = "marked by the operator") -> Response:
     now = m.clock.time()
     with m.engine.begin() as conn:
         fleet.require_admin(conn, m.settings, tok, now)
@@ -102,7 +102,7 @@ def payloads(m: ManagerDep, tok: TokenDep, state: Optional[PayloadState] = None,
 
 
 @router.get("/payloads/{payload_id}", summary="One payload with the result of every attempt")
-def payload(payload_id: str, m: ManagerDep, tok: TokenDep) -> Response:
+def payload(payload_id: PayloadId, m: ManagerDep, tok: TokenDep) -> Response:
     now = m.clock.time()
     with m.engine.begin() as conn:
         fleet.require_admin(conn, m.settings, tok, now)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Dict, List, Optional, Tuple
 
 import orjson
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
@@ -42,6 +42,10 @@ async def token(creds: Annotated[Optional[HTTPAuthorizationCredentials], Depends
     return creds.credentials
 
 
+ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"  # VM and payload ids, as in the payload schema
+NO_NUL = r"^[^\x00]*$"
+VmId = Annotated[str, Path(pattern=ID, description="a VM id as answered by registration")]
+PayloadId = Annotated[str, Path(pattern=ID, description="a payload id")]
 ManagerDep = Annotated[Manager, Depends(manager)]
 TokenDep = Annotated[Optional[str], Depends(token)]
 
@@ -63,6 +67,26 @@ async def read_body(request: Request, name: str, limit: int) -> Any:
     found = bodies.problems(name, doc)
     if found:
         return Invalid(bodies.explain(name, found))
+    return storable(name, raw, doc)
+
+
+INT_LIMIT = 2**63 - 1
+
+
+def storable(name: str, raw: bytes, doc: Any) -> Any:
+    """``doc`` if every value fits the database (no NUL in text, numbers within 64 bits), else ``Invalid``."""
+    if b"\\u0000" in raw:
+        return Invalid(f"invalid {name}: text must not contain NUL characters")
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, (int, float)) and not -INT_LIMIT <= item <= INT_LIMIT:
+            # Beyond 64 bits orjson hands over floats: an "integer" 2**70 arrives as 1.18e21.
+            return Invalid(f"invalid {name}: number {item} is out of range (magnitude at most 2**63 - 1)")
     return doc
 
 
@@ -84,7 +108,8 @@ async def read_payloads(request: Request, limit: int) -> Any:
         found.extend((prefix + path, message) for path, message in bodies.problems("payload", item))
     if found:
         return Invalid(bodies.explain("payload", found))
-    return docs, isinstance(doc, list)
+    checked = storable("payload", raw, doc)
+    return checked if isinstance(checked, Invalid) else (docs, isinstance(doc, list))
 
 
 class Invalid:
