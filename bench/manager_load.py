@@ -17,20 +17,28 @@ import http.client
 import json
 import multiprocessing
 import os
+import ssl
 import sys
 import tempfile
 import threading
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 BACKENDS = {"sqlite": ("sqlite", 1), "postgres1": ("postgres", 1), "postgres2": ("postgres", 2)}
 
 
 def load_process(url: str, vms: List[Tuple[str, str, str]], connections: int, duration: float, health: bool,
-                 out: Any) -> None:
+                 out: Any, ca_file: Optional[str] = None) -> None:
     """One load process: ``connections`` threads, each cycling through its VMs for ``duration`` s."""
     parts = urlsplit(url)
+
+    def connect() -> http.client.HTTPConnection:
+        if parts.scheme == "https":
+            context = ssl.create_default_context(cafile=ca_file)
+            return http.client.HTTPSConnection(parts.hostname, parts.port, timeout=30, context=context)
+        return http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+
     latencies: List[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -38,7 +46,7 @@ def load_process(url: str, vms: List[Tuple[str, str, str]], connections: int, du
     stop_at = start_at + duration
 
     def worker(mine: List[Tuple[str, str, str]]) -> None:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        conn = connect()
         local: List[float] = []
         bad = 0
         seq = 0
@@ -69,7 +77,7 @@ def load_process(url: str, vms: List[Tuple[str, str, str]], connections: int, du
                 except (OSError, http.client.HTTPException):
                     bad += 1
                     conn.close()
-                    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+                    conn = connect()
                 local.append(time.monotonic() - now)
             else:
                 continue
@@ -99,10 +107,11 @@ def register_vms(manager: Any, count: int) -> List[Tuple[str, str, str]]:
 
 
 def drive(url: str, vms: List[Tuple[str, str, str]], processes: int, connections: int, duration: float,
-          health: bool) -> Dict[str, Any]:
+          health: bool, ca_file: Optional[str] = None) -> Dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=load_process, args=(url, vms[i::processes], connections, duration, health, queue))
+    procs = [ctx.Process(target=load_process,
+                         args=(url, vms[i::processes], connections, duration, health, queue, ca_file))
              for i in range(processes)]
     for proc in procs:
         proc.start()
@@ -134,13 +143,14 @@ def run_backend(name: str, args: argparse.Namespace, cluster: Any) -> Dict[str, 
     kind, workers = BACKENDS[name]
     db = cluster.create_database() if kind == "postgres" else None
     state_dir = tempfile.mkdtemp(prefix=f"vmagent-bench-{name}-")
-    manager = start_manager(state_dir, db=db, workers=workers, tls=False, extra=["--heartbeat-period", "60"])
+    manager = start_manager(state_dir, db=db, workers=workers, tls=args.tls, extra=["--heartbeat-period", "60"])
     try:
         vms = register_vms(manager, args.vms)
-        drive(manager.url, vms, args.processes, args.connections, 2.0, health=False)  # warm-up
-        base = drive(manager.url, vms, args.processes, args.connections, args.duration, health=True)
+        load = (manager.url, vms, args.processes, args.connections)
+        drive(*load, 2.0, health=False, ca_file=manager.ca_file)  # warm-up
+        base = drive(*load, args.duration, health=True, ca_file=manager.ca_file)
         before = loadavg()
-        beats = drive(manager.url, vms, args.processes, args.connections, args.duration, health=False)
+        beats = drive(*load, args.duration, health=False, ca_file=manager.ca_file)
         return {"backend": name, "workers": workers, "vms": args.vms, "heartbeat": beats, "baseline_health": base,
                 "ratio_to_baseline": beats["per_second"] / base["per_second"] if base["per_second"] else None,
                 "loadavg_before": before, "loadavg_after": loadavg()}
@@ -156,6 +166,7 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=2, help="load processes (default 2)")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections per process (default 8)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
+    parser.add_argument("--tls", action="store_true", help="HTTPS with the manager's own CA (default: plain HTTP)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     names = [n.strip() for n in args.backends.split(",") if n.strip()]
@@ -180,7 +191,7 @@ def main() -> int:
         print(json.dumps(results, indent=2))
     else:
         print(f"{os.cpu_count()} CPUs; {args.vms} VMs, {args.processes} load processes x {args.connections} "
-              f"connections, {args.duration:g} s per measurement, plain HTTP on 127.0.0.1")
+              f"connections, {args.duration:g} s per measurement, {'HTTPS' if args.tls else 'plain HTTP'} on 127.0.0.1")
         for result in results:
             print(_line(result))
     return 0
