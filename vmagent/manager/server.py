@@ -54,8 +54,10 @@ def serve(settings: Settings, host: str, port: int, workers: int, tls: bool) -> 
     settings = Settings(**{**settings.__dict__, "url": url})
     db.create_all(db.make_engine(settings.db_url, pool_size=1))  # before any worker: no race on CREATE TABLE
     os.environ[ENV_VAR] = settings.to_env()
+    # VMs keep idle keep-alive connections open; do not wait on them for more than a few seconds.
     config = uvicorn.Config("vmagent.manager.app:factory", factory=True, workers=workers, log_level="warning",
-                            access_log=False, timeout_keep_alive=75, backlog=2048, **ssl)  # type: ignore[arg-type]
+                            access_log=False, timeout_keep_alive=75, backlog=2048,
+                            timeout_graceful_shutdown=3, **ssl)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     _announce(state_dir, url)
     log.info("manager listening on %s (%d worker%s, database %s)", url, workers, "s" * (workers > 1),
