@@ -22,9 +22,11 @@ function fmtNum(v) {
   return Number.isInteger(v) ? String(v) : v.toFixed(2);
 }
 
-function fmtTime(t) {
+function fmtTime(t, span) {
   const d = new Date(t * 1000);
-  return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
+  const two = n => String(n).padStart(2, "0");
+  const hm = two(d.getHours()) + ":" + two(d.getMinutes());
+  return span < 600 ? hm + ":" + two(d.getSeconds()) : hm;  // seconds only when the plot spans minutes
 }
 
 function frame(svg, yMax, pad) {
@@ -60,7 +62,7 @@ function lineChart(svg, series, opts) {
   const Y = v => plot.y0 - (plot.y0 - plot.y1) * v / yMax;
   for (let i = 0; i <= 4; i++) {
     const t = tMin + span * i / 4;
-    svg.appendChild(svgEl("text", { x: X(t), y: plot.y0 + 14, "text-anchor": "middle" }, fmtTime(t)));
+    svg.appendChild(svgEl("text", { x: X(t), y: plot.y0 + 14, "text-anchor": "middle" }, fmtTime(t, span)));
   }
   series.forEach((s, index) => {
     if (!s.points.length) return;
