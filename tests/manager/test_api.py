@@ -10,6 +10,7 @@ import uuid
 import pytest
 import requests
 
+from vmagent import schemas
 from vmagent.errors import ManagerRefused
 from vmagent.manager.testing import heartbeat, new_vm
 
@@ -47,6 +48,7 @@ def test_drain_instruction_is_resent_until_acknowledged(manager):
     for seq in (2, 3):
         answer = client.heartbeat(vm["vm_id"], heartbeat(vm["instance_id"], seq))
         assert answer["instructions"] == [{"id": drain_id, "action": "drain", "reason": "kernel update"}]
+        assert schemas.problems("instruction", answer["instructions"][0]) == []
     answer = client.heartbeat(vm["vm_id"], heartbeat(vm["instance_id"], 4, "draining", acks=[drain_id]))
     assert answer["instructions"] == []
     assert admin.vm(vm["vm_id"])["state"] == "draining"
@@ -58,6 +60,7 @@ def test_shutdown_at_instruction_carries_its_time(manager):
     new_id = manager.client().instruct(vm["vm_id"], "shutdown_at", shutdown_at=1.8e9)
     answer = vm["client"].heartbeat(vm["vm_id"], heartbeat(vm["instance_id"], 1))
     assert answer["instructions"] == [{"id": new_id, "action": "shutdown_at", "shutdown_at": 1.8e9}]
+    assert schemas.problems("instruction", answer["instructions"][0]) == []
 
 
 def test_claim_matches_cores_memory_lifetime_and_tags(manager):
