@@ -205,7 +205,7 @@ def _commands(doc: Dict[str, Any]) -> Tuple[Tuple[CommandSpec, ...], List[Tuple[
             problems.extend(found)
             continue
         apply_defaults(options_schema, options)
-        settings = dict(COMMAND_DEFAULTS)
+        settings: Dict[str, Any] = dict(COMMAND_DEFAULTS)
         settings.update(getattr(command, "defaults", {}))
         settings.update({k: entry[k] for k in COMMAND_KEYS if k in entry})
         specs.append(CommandSpec(

@@ -1,0 +1,58 @@
+"""``setup-mjf``: write this VM's machine features, inheriting the site's where it provides them."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+import psutil
+
+from ..errors import CommandFailed, InputRejected
+from ..pilot.command import Context, Result
+from .features import machine_dir, read_features, write_features
+
+
+class SetupMjf:
+    """Write Machine Features (cores, HS06, shutdown time, grace) and export $MACHINEFEATURES."""
+
+    name = "setup-mjf"
+    options_schema: Dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {}}
+
+    def run(self, ctx: Context) -> Result:
+        settings = ctx.config.section("mjf")
+        now = ctx.clock.time()
+        cores = int(ctx.config.section("slots").get("cores") or ctx.facts.get("cores") or os.cpu_count() or 1)
+        values: Dict[str, Any] = {"total_cpu": cores, "grace_secs": settings["grace_secs"]}
+        if settings["hs06"] is not None:
+            values["hs06"] = settings["hs06"]
+        if settings["db12"] is not None:
+            values["db12"] = settings["db12"]
+        shutdown = self._shutdown(ctx, now)
+        if shutdown is not None:
+            values["shutdowntime"] = int(shutdown)
+        if settings["legacy_keys"]:
+            values.update(log_cores=cores, phys_cores=psutil.cpu_count(logical=False) or cores, jobslots=cores)
+        target = machine_dir(ctx.config)
+        ctx.actions.record(ctx.step, "write", f"{target}/{{{','.join(sorted(values))}}}", not ctx.dry_run)
+        if not ctx.dry_run:
+            try:
+                write_features(target, values)
+            except InputRejected as exc:
+                raise CommandFailed(f"machine features not written: {exc.message}") from None
+        facts = {"mjf_machine_dir": target, "mjf_total_cpu": cores, "mjf_shutdowntime": values.get("shutdowntime")}
+        return Result(facts=facts, env={"MACHINEFEATURES": target})
+
+    def _shutdown(self, ctx: Context, now: float) -> Any:
+        """The earliest of the VM's own lease end and the site's announced shutdown time."""
+        settings = ctx.config.section("mjf")
+        candidates = []
+        if settings["lifetime_seconds"]:
+            candidates.append(psutil.boot_time() + settings["lifetime_seconds"])
+        upstream = settings["upstream_machinefeatures"]
+        if upstream:
+            found = read_features(upstream, keys=("shutdowntime", "grace_secs"), now=now)
+            for key, problem in found.problems:
+                ctx.log.warning("upstream machine features %s: %s: %s (ignored)", upstream, key, problem)
+            if "shutdowntime" in found.values:
+                candidates.append(float(found.values["shutdowntime"]))
+        return min(candidates) if candidates else None

@@ -1,0 +1,155 @@
+"""The MJF keys, their units, and atomic writing and tolerant reading of a features tree.
+
+Writers validate every value before touching a file; readers never raise for a malformed value but
+report it in ``Features.problems``, so a bad upstream value is never propagated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+from ..clock import Clock
+from ..config import Config
+from ..errors import InputRejected
+from ..pilot.command import write_atomic
+
+MACHINE_KEYS = ("total_cpu", "hs06", "shutdowntime", "grace_secs")
+JOB_KEYS = ("allocated_cpu", "hs06_job", "shutdowntime_job", "grace_secs_job", "jobstart_secs", "job_id",
+            "wall_limit_secs", "cpu_limit_secs", "max_rss_bytes", "max_swap_bytes", "scratch_limit_bytes")
+LEGACY_KEYS = ("log_cores", "phys_cores", "jobslots")
+EXTRA_KEYS = ("db12",)
+UNITS = {
+    "total_cpu": "cores", "hs06": "HS06", "shutdowntime": "UNIX s", "grace_secs": "s",
+    "allocated_cpu": "cores", "hs06_job": "HS06", "shutdowntime_job": "UNIX s", "grace_secs_job": "s",
+    "jobstart_secs": "UNIX s", "job_id": "text", "wall_limit_secs": "s", "cpu_limit_secs": "s",
+    "max_rss_bytes": "bytes", "max_swap_bytes": "bytes", "scratch_limit_bytes": "bytes",
+    "log_cores": "cores", "phys_cores": "cores", "jobslots": "slots", "db12": "DB12",
+}
+FLOAT_KEYS = {"hs06", "hs06_job", "db12"}
+TEXT_KEYS = {"job_id"}
+TIME_KEYS = {"shutdowntime", "shutdowntime_job", "jobstart_secs"}
+NAME = re.compile(r"^[a-z0-9_]+$")
+JOB_ID = re.compile(r"^[!-~]{1,256}$")  # printable, no spaces
+Value = Union[int, float, str]
+
+
+@dataclass(frozen=True)
+class Features:
+    """What a features directory or URL holds: parsed values and what was wrong with the rest."""
+
+    location: str
+    values: Dict[str, Value] = field(default_factory=dict)
+    problems: List[Tuple[str, str]] = field(default_factory=list)
+
+
+def parse_value(key: str, text: str, *, now: Optional[float] = None) -> Value:
+    """The value of ``key`` from its file content; raises ``InputRejected`` saying what is wrong."""
+    text = text.strip()
+    if key in TEXT_KEYS:
+        if not JOB_ID.match(text):
+            raise InputRejected(f"{key}: {text!r} is not printable text without spaces")
+        return text
+    try:
+        number = float(text) if key in FLOAT_KEYS else int(text)
+    except ValueError:
+        kind = "a number" if key in FLOAT_KEYS else "a whole number"
+        raise InputRejected(f"{key}: {text[:40]!r} is not {kind}") from None
+    if number < 0:
+        raise InputRejected(f"{key}: {number} is negative")
+    if key in TIME_KEYS and key != "jobstart_secs" and now is not None and number < now:
+        raise InputRejected(f"{key}: {int(number)} is in the past (now {int(now)})")
+    return number
+
+
+def format_value(key: str, value: Any) -> str:
+    """The file content for ``key``; validates ``value`` the way a reader will parse it."""
+    if not NAME.match(key):
+        raise InputRejected(f"{key!r} is not a valid features key (lowercase letters, digits, underscore)")
+    text = str(value) if key in TEXT_KEYS else repr(float(value)) if key in FLOAT_KEYS else str(int(value))
+    if key not in TEXT_KEYS and isinstance(value, float) and key not in FLOAT_KEYS and value != int(value):
+        raise InputRejected(f"{key}: {value} must be a whole number of {UNITS.get(key, 'units')}")
+    parse_value(key, text)
+    return text
+
+
+def write_features(directory: str, values: Mapping[str, Value]) -> None:
+    """Validate every value, then write each key atomically (temporary file and rename)."""
+    texts = {key: format_value(key, value) for key, value in values.items()}
+    os.makedirs(directory, exist_ok=True)
+    for key, text in texts.items():
+        write_atomic(os.path.join(directory, key), text, 0o644)
+
+
+def read_features(location: str, *, timeout: float = 5.0, keys: Optional[Tuple[str, ...]] = None,
+                  now: Optional[float] = None, retries: int = 2) -> Features:
+    """Read a features directory (path) or base URL; malformed values go to ``problems``."""
+    found = Features(location)
+    wanted = keys or (MACHINE_KEYS + JOB_KEYS + LEGACY_KEYS + EXTRA_KEYS)
+    remote = location.startswith(("http://", "https://"))
+    for key in wanted:
+        try:
+            text = _fetch(location, key, timeout, retries) if remote else _read_local(location, key)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            found.problems.append((key, f"cannot read: {exc}"))
+            continue
+        try:
+            found.values[key] = parse_value(key, text, now=now)
+        except InputRejected as exc:
+            found.problems.append((key, exc.message.split(": ", 1)[-1]))
+    return found
+
+
+def _read_local(directory: str, key: str) -> str:
+    with open(os.path.join(directory, key), encoding="utf-8", errors="replace") as fh:
+        return fh.read(4096)
+
+
+def _fetch(base: str, key: str, timeout: float, retries: int) -> str:
+    url = base.rstrip("/") + "/" + key
+    for attempt in range(retries + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - http(s) only
+                data: bytes = answer.read(4096)
+                return data.decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise FileNotFoundError(url) from None
+            if exc.code < 500 or attempt == retries:
+                raise OSError(f"{url}: HTTP {exc.code}") from None
+        except (urllib.error.URLError, TimeoutError) as exc:
+            if attempt == retries:
+                raise OSError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+        time.sleep(0.2 * 2 ** attempt)
+    raise OSError(url)
+
+
+def machine_dir(config: Config) -> str:
+    """Where this VM's machine features live."""
+    return os.path.join(config.path("paths.state_dir"), "mjf", "machine")
+
+
+def job_dir(config: Config, slot: str) -> str:
+    """Where the job features of one slot (pilot or payload) live."""
+    return os.path.join(config.path("paths.state_dir"), "mjf", "jobs", slot)
+
+
+def update_shutdowntime(config: Config, shutdown_at: float, *, clock: Clock) -> float:
+    """Announce a new shutdown time to the machine and every job; never closer than ``grace_secs``."""
+    machine = machine_dir(config)
+    grace = read_features(machine, keys=("grace_secs",)).values.get("grace_secs", 0)
+    value = int(max(shutdown_at, clock.time() + float(grace)))
+    write_features(machine, {"shutdowntime": value})
+    jobs = os.path.join(config.path("paths.state_dir"), "mjf", "jobs")
+    for slot in sorted(os.listdir(jobs)) if os.path.isdir(jobs) else []:
+        current = read_features(os.path.join(jobs, slot), keys=("shutdowntime_job", "grace_secs_job")).values
+        job_value = int(max(value, clock.time() + float(current.get("grace_secs_job", 0))))
+        write_features(os.path.join(jobs, slot), {"shutdowntime_job": job_value})
+    return value
