@@ -121,7 +121,11 @@ def parse(text: str, source: str = "<string>", *, overrides: Optional[Mapping[st
 
 def from_dict(doc: Mapping[str, Any], source: str = "<dict>") -> Config:
     """Validate an already-parsed document."""
-    doc = copy.deepcopy(dict(doc))
+    document: Dict[str, Any] = copy.deepcopy(dict(doc))
+    return _validated(document, source)
+
+
+def _validated(doc: Dict[str, Any], source: str) -> Config:
     whole = schema()
     problems = validation_problems(whole, doc)
     apply_defaults(whole, doc)
@@ -186,7 +190,9 @@ def _commands(doc: Dict[str, Any]) -> Tuple[Tuple[CommandSpec, ...], List[Tuple[
     problems: List[Tuple[str, str]] = []
     pilot = doc.get("pilot")
     entries = pilot.get("commands") if isinstance(pilot, dict) else None
-    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+    if not isinstance(entries, list):
+        return (), problems
+    for i, entry in enumerate(entries):
         if isinstance(entry, str):
             entry = entries[i] = {"name": entry, "options": {}}
         if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
