@@ -8,7 +8,7 @@ import pytest
 
 from vmagent.clock import FakeClock
 from vmagent.errors import ManagerRefused
-from vmagent.manager import auth, db, fleet, queue, sweeper
+from vmagent.manager import auth, db, fleet, inventory, queue, sweeper
 from vmagent.manager.settings import Settings
 from vmagent.manager.states import ALLOWED, VmState, allowed
 from vmagent.manager.testing import heartbeat, new_vm
@@ -40,7 +40,7 @@ def _beat(world, vm, seq, status="running", **extra):
 
 def _state(world, vm):
     with world[0].begin() as conn:
-        return fleet.detail(conn, vm["vm_id"], world[2].time())
+        return inventory.detail(conn, vm["vm_id"], world[2].time())
 
 
 def test_halted_is_final_and_every_state_can_reach_halted():

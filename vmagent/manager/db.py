@@ -58,6 +58,7 @@ vms = Table(
     Column("token_expires_at", Float),
     Column("revoked_at", Float),
     Index("ix_vms_state", "state"),
+    Index("ix_vms_registered", "registered_at"),
 )
 
 transitions = Table(

@@ -6,10 +6,11 @@ time, and raises ``ManagerRefused(status, detail)`` for anything the caller must
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any, Dict, List, Mapping, Optional
 
-from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from ..errors import ManagerRefused
@@ -18,6 +19,7 @@ from .db import enrolments, heartbeats, instructions, transitions, vms
 from .settings import Settings
 from .states import FROM_HEARTBEAT, VmState, allowed
 
+log = logging.getLogger("vmagent.manager.fleet")
 PRUNE_EVERY = 50  # heartbeats between two prunings of one VM's history
 
 _has_pending = (select(instructions.c.id).where(instructions.c.vm_id == vms.c.id, instructions.c.acked_at.is_(None))
@@ -112,6 +114,8 @@ def register(conn: Connection, settings: Settings, token: Optional[str], body: M
         state_reason="registered", state_since=now, registered_at=now, token_hash=auth.digest(vm_token),
         token_expires_at=now + settings.vm_token_ttl, **values))
     _record(conn, vm_id, None, VmState.NEW.value, f"registered with {kind} credential", now)
+    log.info("%s registered: instance %s, %s, %s cores, with %s credential", vm_id, body["instance_id"],
+             body["hostname"], body["total_cores"], kind)
     if enrolment is not None:
         updated = conn.execute(update(enrolments).where(
             enrolments.c.token_hash == enrolment.token_hash, enrolments.c.used_at.is_(None)).values(
@@ -124,6 +128,7 @@ def register(conn: Connection, settings: Settings, token: Optional[str], body: M
 def revoke(conn: Connection, vm_id: str, now: float) -> None:
     if conn.execute(update(vms).where(vms.c.id == vm_id).values(revoked_at=now)).rowcount != 1:
         raise ManagerRefused(404, f"no VM {vm_id}")
+    log.warning("%s: credential revoked", vm_id)
 
 
 # --- state machine -------------------------------------------------------------------------------
@@ -138,6 +143,7 @@ def transition(conn: Connection, vm_id: str, current: str, target: str, reason: 
     if moved.rowcount != 1:
         return False
     _record(conn, vm_id, current, target, reason, now)
+    log.info("%s: %s -> %s: %s", vm_id, current, target, reason)
     return True
 
 
@@ -242,6 +248,7 @@ def instruct(conn: Connection, vm_id: str, body: Mapping[str, Any], now: float) 
     new_id = conn.execute(insert(instructions).values(
         vm_id=vm_id, action=body["action"], shutdown_at=body.get("shutdown_at"), reason=body.get("reason", ""),
         created_at=now).returning(instructions.c.id)).scalar_one()
+    log.info("%s: instruction %s queued: %s (%s)", vm_id, new_id, body["action"], reason)
     if body["action"] == "drain":
         transition(conn, vm_id, row.state, VmState.DRAINING.value, reason, now)
     return int(new_id)
@@ -257,44 +264,3 @@ def halting(conn: Connection, settings: Settings, vm: Row, body: Mapping[str, An
     conn.execute(update(vms).where(vms.c.id == vm.id).values(
         vacuum_code=body.get("vacuum_code"), halt_message=body.get("message", "")))
     release_vm(conn, settings, vm.id, now, "VM halted")
-
-
-# --- reading -------------------------------------------------------------------------------------
-
-FILTERS = ("state", "image", "running_pod", "ce", "site", "vo")
-
-
-def table(conn: Connection, filters: Mapping[str, Any], limit: int, offset: int, now: float) -> Dict[str, Any]:
-    """A page of the VM table, newest first, with the total count matching the filters."""
-    where = [vms.c[k] == v for k, v in filters.items() if k in FILTERS and v]
-    if filters.get("q"):
-        pattern = f"%{filters['q']}%"
-        where.append(vms.c.id.like(pattern) | vms.c.hostname.like(pattern) | vms.c.ip.like(pattern))
-    condition = and_(True, *where)
-    total = conn.execute(select(func.count()).select_from(vms).where(condition)).scalar_one()
-    rows = conn.execute(select(vms).where(condition).order_by(vms.c.registered_at.desc(), vms.c.id)
-                        .limit(limit).offset(offset))
-    return {"total": total, "limit": limit, "offset": offset, "vms": [public(r, now) for r in rows]}
-
-
-def public(row: Row, now: float) -> Dict[str, Any]:
-    """A VM row as the API shows it: never the credential digest."""
-    out = {k: v for k, v in row._mapping.items() if k not in ("token_hash",)}
-    end = row.last_heartbeat if row.state == VmState.HALTED.value and row.last_heartbeat else now
-    out["age_seconds"] = max(0.0, end - row.registered_at)
-    return out
-
-
-def detail(conn: Connection, vm_id: str, now: float, history: int = 200) -> Dict[str, Any]:
-    row = conn.execute(select(vms).where(vms.c.id == vm_id)).first()
-    if row is None:
-        raise ManagerRefused(404, f"no VM {vm_id}")
-    out = public(row, now)
-    out["transitions"] = [dict(r._mapping) for r in conn.execute(
-        select(transitions).where(transitions.c.vm_id == vm_id).order_by(transitions.c.id))]
-    hist = conn.execute(select(heartbeats).where(heartbeats.c.vm_id == vm_id)
-                        .order_by(heartbeats.c.id.desc()).limit(history)).all()
-    out["heartbeats"] = [dict(r._mapping) for r in reversed(hist)]
-    out["instructions"] = [dict(r._mapping) for r in conn.execute(
-        select(instructions).where(instructions.c.vm_id == vm_id).order_by(instructions.c.id))]
-    return out

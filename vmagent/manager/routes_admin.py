@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from . import accounting, bodies, fleet, queue, sweeper
+from . import accounting, bodies, fleet, inventory, queue, sweeper
 from .states import VmState
 from .web import ERRORS, NO_NUL, ManagerDep, PayloadId, TokenDep, VmId, body_doc, json, read_body, read_payloads, valid
 
@@ -39,7 +39,7 @@ def vms(m: ManagerDep, tok: TokenDep, state: Optional[StateName] = None,
     filters = {"state": state, "image": image, "running_pod": running_pod, "ce": ce, "site": site, "vo": vo, "q": q}
     with m.engine.begin() as conn:
         fleet.require_admin(conn, m.settings, tok, now)
-        return json(fleet.table(conn, filters, limit, offset, now))
+        return json(inventory.table(conn, filters, limit, offset, now))
 
 
 @router.get("/vms/{vm_id}", summary="One VM with its transitions, recent heartbeats and instructions")
@@ -48,7 +48,7 @@ def vm(vm_id: VmId, m: ManagerDep, tok: TokenDep,
     now = m.clock.time()
     with m.engine.begin() as conn:
         fleet.require_admin(conn, m.settings, tok, now)
-        return json(fleet.detail(conn, vm_id, now, history))
+        return json(inventory.detail(conn, vm_id, now, history))
 
 
 @router.post("/vms/{vm_id}/instructions", status_code=201, openapi_extra=body_doc("instruction_request"),
