@@ -68,6 +68,21 @@ def test_serve_on_a_busy_port_exits_2(tmp_path):
     assert done.returncode == 2 and f"127.0.0.1:{port}" in done.stderr
 
 
+@pytest.mark.parametrize(("db", "words"), [
+    ("mysql+nosuchdriver://x/y", "not a usable database URL"),
+    ("postgresql://nobody@127.0.0.1:{port}/none", "cannot open the database"),
+])
+def test_serve_with_an_unusable_database_exits_2(tmp_path, db, words):
+    """A database URL that cannot be used is reported with exit 2 before anything listens."""
+    from vmagent.manager.testing import free_port
+
+    pki.init(str(tmp_path))
+    done = subprocess.run(CLI + ["serve", "--state-dir", str(tmp_path), "--port", "0", "--db",
+                                 db.format(port=free_port())], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and words in done.stderr, done.stderr
+    assert not (tmp_path / "url").exists()
+
+
 def test_operator_command_without_manager_exits_2(tmp_path):
     """``vmagent manager vms`` with no url file says where it looked."""
     done = subprocess.run(CLI + ["vms", "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)

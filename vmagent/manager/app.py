@@ -41,7 +41,8 @@ def create_app(settings: Settings, *, clock: Optional[Clock] = None, engine: Opt
         sweeper = Sweeper(engine, settings, clock.time) if sweep else None
         if sweeper:
             sweeper.start()
-        log.info("manager ready: %s, database %s", settings.url or "(no url)", engine.url.render_as_string())
+        log.info("manager ready: %s, database %s", settings.url or "(no url)",
+                 engine.url.render_as_string(hide_password=True))
         yield
         if sweeper:
             sweeper.stop()

@@ -40,6 +40,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, tls: bool) -> 
             if not os.path.exists(path):
                 raise UsageError(f"{path} is missing", hint=f"run 'vmagent manager init --state-dir {state_dir}' "
                                  "or pass --insecure-http for plain HTTP on a trusted network")
+    _prepare_database(settings.db_url)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -52,7 +53,6 @@ def serve(settings: Settings, host: str, port: int, workers: int, tls: bool) -> 
     shown = f"[{host}]" if ":" in host else host
     url = f"{'https' if tls else 'http'}://{shown}:{bound}"
     settings = Settings(**{**settings.__dict__, "url": url})
-    db.create_all(db.make_engine(settings.db_url, pool_size=1))  # before any worker: no race on CREATE TABLE
     os.environ[ENV_VAR] = settings.to_env()
     # VMs keep idle keep-alive connections open; do not wait on them for more than a few seconds.
     config = uvicorn.Config("vmagent.manager.app:factory", factory=True, workers=workers, log_level="warning",
@@ -61,7 +61,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, tls: bool) -> 
     server = uvicorn.Server(config)
     _announce(state_dir, url)
     log.info("manager listening on %s (%d worker%s, database %s)", url, workers, "s" * (workers > 1),
-             db.make_engine(settings.db_url).url.render_as_string())
+             db.make_engine(settings.db_url).url.render_as_string(hide_password=True))
     try:
         if workers > 1:
             from uvicorn.supervisors import Multiprocess
@@ -72,6 +72,22 @@ def serve(settings: Settings, host: str, port: int, workers: int, tls: bool) -> 
             server.run(sockets=[sock])
     finally:
         _withdraw(state_dir, url)
+
+
+def _prepare_database(url: str) -> None:
+    """Create the tables before any worker starts (no race on CREATE TABLE); a bad URL is a usage error."""
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    try:
+        engine = db.make_engine(url, pool_size=1)
+        db.create_all(engine)
+        engine.dispose()
+    except (ArgumentError, ImportError, ValueError) as exc:
+        raise UsageError(f"--db {url!r} is not a usable database URL: {exc}",
+                         hint="use sqlite:////abs/path.db or postgresql://user:password@host/dbname") from None
+    except SQLAlchemyError as exc:
+        raise UsageError(f"cannot open the database {url!r}: {getattr(exc, 'orig', None) or exc}",
+                         hint="check that the database server runs and accepts this user") from None
 
 
 def _announce(state_dir: str, url: str) -> None:
