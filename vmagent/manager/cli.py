@@ -132,6 +132,14 @@ def _init(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from ..errors import UsageError
+
+    try:
+        import fastapi  # noqa: F401
+        import sqlalchemy  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(f"the manager server needs {exc.name}, which is not installed",
+                         hint="pip install 'vmagent[manager]'") from None
     from .server import admin_hash, default_db, serve
     from .settings import Settings
 
