@@ -1,0 +1,375 @@
+"""The pool slot manager: pulls payloads, packs them onto cores by a masonry policy, runs them.
+
+Dispatch is event-driven: SIGCHLD wakes the loop, so a freed slot is refilled at once instead of at
+the next polling cycle. State goes to an atomic state file after every change; after a restart the
+running payloads are re-adopted (same pid and start time) or reported, so nothing is lost or
+double-booked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from typing import Any, Dict, Optional
+
+import psutil
+
+from .. import mjf, plugins
+from ..clock import Clock, SystemClock
+from ..config import Config
+from ..errors import VmagentError
+from . import executor, state
+from .allocator import Allocator
+from .masonry import PoolView, RunningPayload, RuntimeLearner, WaitingPayload
+
+log = logging.getLogger("vmagent.pool")
+
+
+class SlotManager:
+    """Runs payloads from one source until drained, stopped, or (``exit_when_idle``) out of work."""
+
+    def __init__(self, config: Config, *, clock: Optional[Clock] = None, source: Any = None, policy: Any = None):
+        self.config = config
+        self.settings = config.section("slots")
+        self.clock = clock or SystemClock()
+        self.real_cpus = sorted(os.sched_getaffinity(0))
+        cores = self.settings["cores"] or len(self.real_cpus)
+        memory = self.settings["memory_mb"] or max(
+            1, psutil.virtual_memory().total // 2**20 - self.settings["memory_reserve_mb"])
+        self.allocator = Allocator(range(cores), int(memory))
+        self.policy = policy or plugins.load(plugins.GROUPS["masonry_policies"], self.settings["policy"])()
+        self.source = source or plugins.load(plugins.GROUPS["payload_sources"], self.settings["source"])(config)
+        self.learner = RuntimeLearner(self.settings["default_runtime_seconds"])
+        self.running: Dict[str, Dict[str, Any]] = {}
+        self.held: Dict[str, Dict[str, Any]] = {}  # taken from the source, not started yet
+        self.counts = {"done": 0, "failed": 0, "killed": 0, "lost": 0}
+        self.stamps: Dict[str, Optional[float]] = {"last_started_at": None, "last_finished_at": None}
+        self.stopping = False
+        self.next_poll = 0.0
+        self.scratch = config.path("paths.scratch")
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        previous = signal.set_wakeup_fd(wake_w)
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.recover()
+            self.save()
+            log.info("slot manager ready: %d cores, %d MB, policy %s, source %s", self.allocator.total_cores,
+                     self.allocator.total_memory_mb, self.policy.name, self.source.name)
+            while True:
+                self.step()
+                if self._finished():
+                    break
+                ready, _, _ = select.select([wake_r], [], [], self._timeout())
+                if ready:
+                    os.read(wake_r, 4096)
+        finally:
+            signal.set_wakeup_fd(previous)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            os.close(wake_r)
+            os.close(wake_w)
+            self.source.close()
+            self.save()
+        log.info("slot manager done: %s", ", ".join(f"{k} {v}" for k, v in self.counts.items()))
+        return 0
+
+    def step(self) -> None:
+        """One pass: reap, enforce limits, honour drain, refill."""
+        changed = self.reap()
+        changed |= self.enforce_limits()
+        if os.path.exists(state.drain_path(self.config)) and not self.allocator.draining:
+            log.info("drain requested: starting nothing new, %d payloads still running", len(self.running))
+            self.allocator.drain()
+            changed = True
+        if self.stopping:
+            changed |= self.stop_all()
+        elif not self.allocator.draining:
+            changed |= self.fill(force=changed)
+        if changed:
+            self.save()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.stopping = True
+            self.allocator.drain()
+
+    def _finished(self) -> bool:
+        if self.running:
+            return False
+        if self.stopping or self.allocator.draining:
+            return True
+        return bool(self.settings["exit_when_idle"] and not self.held and not self._offers_left())
+
+    def _offers_left(self) -> bool:
+        return bool(self.source.offer(self.capacity()))
+
+    def _timeout(self) -> float:
+        now = self.clock.time()
+        waits = [max(0.0, self.next_poll - now)]
+        for entry in self.running.values():
+            if entry.get("popen") is None:
+                waits.append(1.0)  # adopted payloads are not our children: no SIGCHLD, poll them
+            for key in ("deadline", "kill_at"):
+                if entry.get(key):
+                    waits.append(max(0.0, entry[key] - now))
+        return min(waits + [self.settings["poll_seconds"]])
+
+    # --- filling ----------------------------------------------------------------------------------
+
+    def capacity(self) -> Dict[str, Any]:
+        shutdown = self.shutdown_at()
+        remaining = int(shutdown - self.clock.time()) if shutdown else 10 * 365 * 86400
+        return {"free_cores": self.allocator.free_cores, "free_memory_mb": self.allocator.free_memory_mb,
+                "remaining_seconds": max(0, remaining), "total_cores": self.allocator.total_cores}
+
+    def shutdown_at(self) -> Optional[float]:
+        found = mjf.read_features(mjf.machine_dir(self.config), keys=("shutdowntime",)).values
+        value = found.get("shutdowntime")
+        return float(value) if value is not None else None
+
+    def fill(self, force: bool = False) -> bool:
+        now = self.clock.time()
+        if not force and now < self.next_poll and not self.held:
+            return False
+        self.next_poll = now + self.settings["poll_seconds"]
+        if self.allocator.free_cores == 0:
+            return False
+        try:
+            offers = self.source.offer(self.capacity())
+        except VmagentError as exc:
+            log.warning("payload source %s: %s", self.source.name, exc.message)
+            offers = []
+        candidates = dict(self.held)
+        for payload in offers:
+            if payload["id"] not in self.running:
+                candidates.setdefault(payload["id"], payload)
+                if self.source.name != "spool":
+                    self.held[payload["id"]] = payload  # leased to us: must not be forgotten
+        if not candidates:
+            return bool(offers)
+        started = False
+        for payload_id in self.policy.decide(self.view(candidates, now)):
+            started |= self.launch(candidates[payload_id])
+        return started or bool(offers)
+
+    def view(self, candidates: Dict[str, Dict[str, Any]], now: float) -> PoolView:
+        total = self.allocator.total_cores
+        running = tuple(RunningPayload(pid, e["cores"], e["memory_mb"], e["started_at"], e["estimated_end"])
+                        for pid, e in self.running.items())
+        waiting = tuple(
+            WaitingPayload(p["id"], total if p["whole_node"] else min(p["cores"], total), p["memory_mb"],
+                           self.learner.estimate(p["kind"], p["wall_estimate_seconds"]),
+                           p.get("_queued_at", now), p["kind"])
+            for p in sorted(candidates.values(), key=lambda p: -p["priority"]))
+        return PoolView(now, self.shutdown_at(), total, self.allocator.total_memory_mb, self.allocator.free_cores,
+                        self.allocator.free_memory_mb, running, waiting)
+
+    def launch(self, payload: Dict[str, Any]) -> bool:
+        total = self.allocator.total_cores
+        cores = total if payload["whole_node"] else min(payload["cores"], total)
+        if not self.allocator.fits(cores, payload["memory_mb"]):
+            return False
+        if payload["id"] not in self.held and not self.source.claim(payload):
+            return False
+        self.held.pop(payload["id"], None)
+        slots = self.allocator.allocate(payload["id"], cores, payload["memory_mb"])
+        cpus = sorted({self.real_cpus[s % len(self.real_cpus)] for s in slots})
+        now = self.clock.time()
+        workdir = os.path.join(self.scratch, "payloads", payload["id"])
+        features = self.write_jobfeatures(payload, cores, now)
+        env = executor.payload_env(os.environ, payload, cpus, features, mjf.machine_dir(self.config), workdir)
+        limit = payload["memory_mb"] if self.settings["memory_limit"] == "rlimit" else None
+        try:
+            launched = executor.start(payload, cpus, workdir, env, limit)
+        except VmagentError as exc:
+            self.allocator.release(payload["id"])
+            self.finish_entry({"payload": payload, "cores": cores, "memory_mb": payload["memory_mb"],
+                               "started_at": now, "workdir": workdir}, "failed", None, None, reason=exc.message)
+            return True
+        estimate = self.learner.estimate(payload["kind"], payload["wall_estimate_seconds"])
+        limit_s = payload["wall_limit_seconds"]
+        self.running[payload["id"]] = {
+            "payload": payload, "cores": cores, "slots": list(slots), "cpus": cpus,
+            "memory_mb": payload["memory_mb"], "pid": launched.pid, "pgid": launched.pid, "started_at": now,
+            "estimated_end": now + estimate, "workdir": workdir, "popen": launched.popen,
+            "create_time": _create_time(launched.pid), "deadline": now + limit_s if limit_s else None,
+        }
+        self.stamps["last_started_at"] = now
+        log.info("started %s on CPUs %s (%d cores, %d MB), pid %d", payload["id"], cpus, cores,
+                 payload["memory_mb"], launched.pid)
+        return True
+
+    def write_jobfeatures(self, payload: Dict[str, Any], cores: int, now: float) -> str:
+        directory = mjf.job_dir(self.config, payload["id"])
+        machine = mjf.read_features(mjf.machine_dir(self.config)).values
+        values: Dict[str, Any] = {
+            "allocated_cpu": cores, "jobstart_secs": int(now),
+            "grace_secs_job": int(self.settings["wall_grace_seconds"]),
+            "job_id": f"{os.uname().nodename}:{payload['id']}"[:256]}
+        if payload["wall_limit_seconds"]:
+            values["wall_limit_secs"] = int(payload["wall_limit_seconds"])
+        if payload["memory_mb"]:
+            values["max_rss_bytes"] = payload["memory_mb"] * 2**20
+        if "shutdowntime" in machine:
+            values["shutdowntime_job"] = machine["shutdowntime"]
+        if "hs06" in machine:
+            values["hs06_job"] = float(machine["hs06"]) * cores / self.allocator.total_cores
+        mjf.write_features(directory, values)
+        return directory
+
+    # --- finishing --------------------------------------------------------------------------------
+
+    def reap(self) -> bool:
+        changed = False
+        for entry in list(self.running.values()):
+            if entry.get("popen") is not None:
+                try:
+                    pid, status, usage = os.wait4(entry["pid"], os.WNOHANG)
+                except ChildProcessError:
+                    pid, status, usage = entry["pid"], 0, None
+                    status = -1
+                if pid == 0:
+                    continue
+                code = os.waitstatus_to_exitcode(status) if status >= 0 else executor.exit_code_file(entry["workdir"])
+                cpu = (usage.ru_utime + usage.ru_stime) if usage else None
+                rss = usage.ru_maxrss * 1024 if usage else None
+                self._finished_with(entry, code, cpu, rss)
+                changed = True
+            elif not _alive(entry["pid"], entry.get("create_time")):
+                self._finished_with(entry, executor.exit_code_file(entry["workdir"]), None, None)
+                changed = True
+        return changed
+
+    def _finished_with(self, entry: Dict[str, Any], code: Optional[int], cpu: Optional[float],
+                       rss: Optional[int]) -> None:
+        if entry.get("stopped_because"):
+            outcome, reason = "killed", entry["stopped_because"]
+        elif code is None:
+            outcome = "killed" if self.allocator.draining else "lost"
+            reason = "stopped while draining" if outcome == "killed" else "vanished without an exit code"
+        else:
+            outcome, reason = ("done", None) if code == 0 else ("failed", f"exit code {code}")
+        signal_number = -code if code is not None and code < 0 else None
+        self.finish_entry(entry, outcome, code if code is None or code >= 0 else None, signal_number,
+                          cpu=cpu, rss=rss, reason=reason)
+        self.allocator.release(entry["payload"]["id"])
+        del self.running[entry["payload"]["id"]]
+
+    def finish_entry(self, entry: Dict[str, Any], outcome: str, code: Optional[int], signal_number: Optional[int],
+                     *, cpu: Optional[float] = None, rss: Optional[int] = None, reason: Optional[str] = None) -> None:
+        now = self.clock.time()
+        payload = entry["payload"]
+        wall = max(0.0, now - entry["started_at"])
+        result = {"id": payload["id"], "outcome": outcome, "exit_code": code, "signal": signal_number,
+                  "cores": entry["cores"], "memory_mb": entry["memory_mb"], "started_at": entry["started_at"],
+                  "finished_at": now, "wall_seconds": round(wall, 3), "cpu_seconds": cpu, "max_rss_bytes": rss,
+                  "output": entry["workdir"], "reason": reason}
+        if outcome == "done":
+            self.learner.observe(payload["kind"], payload["wall_estimate_seconds"], wall)
+        self.counts[outcome] += 1
+        self.stamps["last_finished_at"] = now
+        state.append_result(self.config, result)
+        try:
+            self.source.report(result)
+        except VmagentError as exc:
+            log.error("result of %s not reported: %s (kept in %s)", payload["id"], exc.message,
+                      state.results_path(self.config))
+        log.info("%s %s after %.1f s%s", payload["id"], outcome, wall, f" ({reason})" if reason else "")
+
+    def enforce_limits(self) -> bool:
+        now = self.clock.time()
+        for entry in self.running.values():
+            if entry.get("kill_at") and now >= entry["kill_at"]:
+                _signal_group(entry["pgid"], signal.SIGKILL)
+                entry["kill_at"] = None
+            elif entry.get("deadline") and now >= entry["deadline"] and not entry.get("stopped_because"):
+                self._terminate(entry, f"wall limit of {entry['payload']['wall_limit_seconds']:g} s reached")
+        return False
+
+    def stop_all(self) -> bool:
+        for entry in self.running.values():
+            if not entry.get("stopped_because"):
+                self._terminate(entry, "slot manager stopped")
+        self.enforce_limits()
+        return False
+
+    def _terminate(self, entry: Dict[str, Any], reason: str) -> None:
+        entry["stopped_because"] = reason
+        entry["kill_at"] = self.clock.time() + self.settings["wall_grace_seconds"]
+        entry["deadline"] = None
+        _signal_group(entry["pgid"], signal.SIGTERM)
+        log.warning("stopping %s: %s", entry["payload"]["id"], reason)
+
+    # --- state ------------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        running = [{k: v for k, v in e.items() if k != "popen"} | {"id": pid} for pid, e in self.running.items()]
+        state.save(self.config, {
+            "pid": os.getpid(), "mode": "pool", "updated": self.clock.time(), "draining": self.allocator.draining,
+            "total_cores": self.allocator.total_cores, "free_cores": self.allocator.free_cores,
+            "total_memory_mb": self.allocator.total_memory_mb, "free_memory_mb": self.allocator.free_memory_mb,
+            "running": running, "held": list(self.held.values()), "counts": dict(self.counts),
+            "vacuum_codes": [], **self.stamps})
+
+    def recover(self) -> None:
+        """Re-adopt what a previous slot manager left running; report what finished or vanished."""
+        previous = state.load(self.config)
+        if not previous:
+            return
+        self.counts.update({k: int(v) for k, v in previous.get("counts", {}).items() if k in self.counts})
+        for payload in previous.get("held", []):
+            self.held[payload["id"]] = payload
+        for entry in previous.get("running", []):
+            entry["popen"] = None
+            if _alive(entry["pid"], entry.get("create_time")):
+                self.allocator.adopt(entry["id"], entry["slots"], entry["memory_mb"])
+                self.running[entry["id"]] = entry
+                log.info("re-adopted %s (pid %d)", entry["id"], entry["pid"])
+            else:
+                self.allocator.adopt(entry["id"], entry["slots"], entry["memory_mb"])
+                self.running[entry["id"]] = entry
+                self._finished_with(entry, executor.exit_code_file(entry["workdir"]), None, None)
+
+
+def _create_time(pid: int) -> Optional[float]:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _alive(pid: int, create_time: Optional[float]) -> bool:
+    """PID-reuse safe: the same pid with the same start time, and not a zombie."""
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def wait_ready(config: Config, since: float, timeout: float) -> Optional[Dict[str, Any]]:
+    """The state written by a slot manager started after ``since``, waiting up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = state.load(config)
+        if found and float(found.get("updated", 0)) >= since:
+            return found
+        time.sleep(0.1)
+    return None

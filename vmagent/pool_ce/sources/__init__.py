@@ -1,0 +1,28 @@
+"""Payload sources (entry point group ``vmagent.payload_sources``).
+
+A source is a class built with ``(config)`` offering:
+- ``offer(capacity) -> list[dict]``: validated payload descriptions that could run; ``capacity`` has
+  free_cores, free_memory_mb, remaining_seconds, total_cores. A source may return more than fits
+  (the spool shows its whole queue so the masonry policy can plan) or only what fits (the manager).
+- ``claim(payload) -> bool``: take it for good before it starts (False: someone else took it).
+- ``report(result)``: a result document (vmagent/schemas/result.json).
+- ``close()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from ... import schemas
+from ...config import apply_defaults
+
+
+def validated(document: Any, source: str) -> Dict[str, Any]:
+    """A payload description checked against the payload schema, defaults filled in."""
+    payload: Dict[str, Any] = schemas.check("payload", document, source)
+    apply_defaults(schemas.get("payload"), payload)
+    return payload
+
+
+def as_list(found: Any) -> List[Dict[str, Any]]:
+    return list(found) if isinstance(found, list) else [found]
