@@ -39,12 +39,14 @@ class Launch:
         with open(os.path.join(log_dir, "pool.log"), "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                     start_new_session=True, close_fds=True)
-        ready = slots.wait_ready(ctx.config, since, ctx.config.section("slots")["launch_timeout"])
+        ready = slots.wait_ready(ctx.config, since, ctx.config.section("slots")["launch_timeout"], proc)
         if ready is None:
             code = proc.poll()
+            with open(os.path.join(log_dir, "pool.log"), encoding="utf-8", errors="replace") as fh:
+                last = (fh.read().strip().splitlines() or [""])[-1]
             raise CommandFailed(
                 f"slot manager did not report ready in {state.state_path(ctx.config)}"
-                + (f" (exited with {code})" if code is not None else ""),
+                + (f" (exited with {code}: {last})" if code is not None else ""),
                 hint=f"see {os.path.join(log_dir, 'pool.log')}")
         return Result(facts={"slots_pid": proc.pid, "slots_total_cores": ready["total_cores"],
                              "slots_total_memory_mb": ready["total_memory_mb"]})

@@ -364,10 +364,10 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def wait_ready(config: Config, since: float, timeout: float) -> Optional[Dict[str, Any]]:
-    """The state written by a slot manager started after ``since``, waiting up to ``timeout`` seconds."""
+def wait_ready(config: Config, since: float, timeout: float, proc: Any = None) -> Optional[Dict[str, Any]]:
+    """The state written by a slot manager started after ``since``; None after ``timeout`` s or its exit."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
         found = state.load(config)
         if found and float(found.get("updated", 0)) >= since:
             return found
