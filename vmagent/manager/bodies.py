@@ -51,7 +51,7 @@ LOCAL: Dict[str, Dict[str, Any]] = {
                        "total_cores": {"type": ["integer", "null"], "minimum": 1, "maximum": 4096, "default": None},
                        "running_pod": {"type": ["string", "null"], "maxLength": 256, "default": None},
                        "vo": {"type": ["string", "null"], "maxLength": 256, "default": None},
-                       "max": {"type": "integer", "minimum": 1, "maximum": 256, "default": 1}},
+                       "max": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 1}},
     },
 }
 
