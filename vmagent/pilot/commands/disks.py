@@ -1,0 +1,115 @@
+"""``setup-disks``: find attached volumes by serial, id, label or UUID; format only blank ones; mount.
+
+Never by ``/dev/vdX`` order (it changes between boots). The root disk, mounted devices, the
+cloud-init seed and swap are never touched; a device with a filesystem is mounted, not reformatted,
+unless ``force`` names it. fstab entries use the UUID with ``nofail``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+from ...errors import CommandFailed
+from ..command import Context, Result
+
+LSBLK = ["lsblk", "-J", "-b", "-p", "-o", "NAME,TYPE,SIZE,FSTYPE,LABEL,UUID,SERIAL,MOUNTPOINT,PKNAME,RO"]
+MATCH_KEYS = ("serial", "by_id", "label", "uuid")
+
+
+class SetupDisks:
+    """Format blank attached volumes, mount them at their places and record them in fstab by UUID."""
+
+    name = "setup-disks"
+    defaults = {"timeout": 600.0}
+    options_schema: Dict[str, Any] = {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "volumes": {"type": "array", "default": [], "items": {
+                "type": "object", "additionalProperties": False, "required": ["match", "mount"],
+                "properties": {
+                    "match": {"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+                              "properties": {k: {"type": "string", "minLength": 1} for k in MATCH_KEYS}},
+                    "mount": {"type": "string", "pattern": "^/"},
+                    "fstype": {"enum": ["ext4", "xfs"], "default": "ext4"},
+                    "force": {"type": "boolean", "default": False, "description": "reformat even with a filesystem"},
+                    "owner": {"type": ["string", "null"], "default": None, "description": "user:group of the mount"},
+                    "options": {"type": "string", "default": "defaults"},
+                }}},
+            "device_timeout": {"type": "integer", "minimum": 1, "default": 30},
+        },
+    }
+
+    def run(self, ctx: Context) -> Result:
+        volumes = ctx.options["volumes"]
+        if not volumes:
+            return Result(skipped="no volumes configured")
+        devices = _flatten(json.loads(ctx.run(LSBLK, read_only=True).stdout or '{"blockdevices": []}')["blockdevices"])
+        mounted = []
+        for volume in volumes:
+            device = self._find(ctx, devices, volume["match"])
+            mounted.append(self._prepare(ctx, device, volume))
+        return Result(facts={"disks": mounted})
+
+    def _find(self, ctx: Context, devices: List[Dict[str, Any]], match: Dict[str, str]) -> Dict[str, Any]:
+        key, wanted = next(iter(match.items()))
+        if key == "by_id":
+            path = wanted if wanted.startswith("/") else f"/dev/disk/by-id/{wanted}"
+            real = os.path.realpath(ctx.path(path))
+            found = [d for d in devices if d["name"] == real or d["name"] == path]
+        else:
+            found = [d for d in devices if (d.get(key) or "") == wanted]
+        if not found:
+            raise CommandFailed(f"no attached volume with {key} {wanted!r}", code="disk-not-found",
+                                hint="check the volume is attached; 'lsblk -o NAME,SERIAL,LABEL,UUID' lists them")
+        device = found[0]
+        if device.get("fstype") == "swap" or (device.get("label") or "").lower() == "cidata" or device.get("ro"):
+            raise CommandFailed(f"{device['name']} is swap, the cloud-init seed or read-only: refused",
+                                code="disk-refused")
+        if device.get("mountpoint") in ("/", "/boot") or any(
+                d.get("mountpoint") == "/" and d.get("pkname") == device["name"] for d in devices):
+            raise CommandFailed(f"{device['name']} holds the root filesystem: refused", code="disk-refused")
+        return device
+
+    def _prepare(self, ctx: Context, device: Dict[str, Any], volume: Dict[str, Any]) -> Dict[str, Any]:
+        name, target = device["name"], volume["mount"]
+        if device.get("mountpoint"):
+            if device["mountpoint"] != target:
+                raise CommandFailed(f"{name} is already mounted at {device['mountpoint']}", code="disk-refused")
+            return {"device": name, "mount": target, "formatted": False}
+        probe = ctx.run(["blkid", "-p", "-o", "export", name], check=False, read_only=True)
+        blank = probe.returncode == 2
+        formatted = False
+        if blank or volume["force"]:
+            ctx.run([f"mkfs.{volume['fstype']}", *(["-F"] if volume["fstype"] == "ext4" else ["-f"]), "-q", name])
+            formatted = True
+        uuid = _uuid(ctx, name) or device.get("uuid") or ""
+        ctx.run(["mkdir", "-p", ctx.path(target)])
+        ctx.run(["mount", name, ctx.path(target)])
+        if volume["owner"]:
+            ctx.run(["chown", volume["owner"], ctx.path(target)])
+        self._fstab(ctx, uuid or name, target, volume)
+        return {"device": name, "mount": target, "uuid": uuid, "formatted": formatted}
+
+    def _fstab(self, ctx: Context, uuid: str, target: str, volume: Dict[str, Any]) -> None:
+        source = f"UUID={uuid}" if not uuid.startswith("/") else uuid
+        options = f"{volume['options']},nofail,x-systemd.device-timeout={ctx.options['device_timeout']}s"
+        line = f"{source} {target} {volume['fstype']} {options} 0 2"
+        path = ctx.path("/etc/fstab")
+        current = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+        kept = [entry for entry in current.splitlines() if entry.split()[1:2] != [target]]
+        ctx.write_file("/etc/fstab", "\n".join(kept + [line]) + "\n", 0o644)
+
+
+def _uuid(ctx: Context, device: str) -> Optional[str]:
+    done = ctx.run(["blkid", "-s", "UUID", "-o", "value", device], check=False, read_only=True)
+    return done.stdout.strip() or None
+
+
+def _flatten(devices: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    found = []
+    for device in devices:
+        found.append({k: v for k, v in device.items() if k != "children"})
+        found.extend(_flatten(device.get("children", [])))
+    return found
