@@ -106,6 +106,9 @@ def run(
     finally:
         if proc.poll() is None:  # interrupted by anything else: leave nothing running
             stop_group(proc, grace)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
     done = Completed(tuple(argv), proc.returncode, stdout or "", stderr or "", time.monotonic() - started)
     if check and done.returncode != 0:
         raise ProcessFailed(argv, done.returncode, tail(done.stderr))

@@ -52,3 +52,12 @@ def identify(text: str, source: str = "/etc/os-release") -> OsRelease:
         raise NodeUnfit(f"{source}: {name} is not supported (family {family}, version {version or '?'})",
                         hint=f"use one of: {allowed}")
     return OsRelease(os_id, family, version, name)
+
+
+def family_of(path: str) -> str:
+    """The OS family of the os-release file at ``path`` (refusing unsupported systems)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return identify(fh.read(), path).family
+    except OSError as exc:
+        raise NodeUnfit(f"{path}: cannot read ({exc.strerror})") from None

@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from .. import plugins
 from ..clock import Clock, SystemClock
 from ..config import CommandSpec, Config, thaw
-from ..errors import CommandFailed, CommandTimeout, VmagentError
+from ..errors import CommandFailed, CommandTimeout, NodeUnfit, VmagentError
 from . import status as status_mod
 from .command import Actions, Context, Result, write_atomic
 from .instance import detect_instance_id
@@ -104,8 +104,8 @@ class Runner:
                 log.warning("%s: attempt %d failed (%s); retrying in %g s", label, attempt, error, delay)
                 self.clock.sleep(delay)
             result, error = self._attempt(spec, command)
-            if error is None:
-                break
+            if error is None or self.actions.dry_run or isinstance(error, NodeUnfit):
+                break  # a dry run or an unfit node does not get better by trying again
         step.duration = round(self.clock.monotonic() - started, 3)
         if error is not None:
             step.outcome, step.error = "failed", error.as_dict()

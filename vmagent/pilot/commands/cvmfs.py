@@ -7,6 +7,7 @@ import shutil
 from typing import Any, Dict, List
 
 from ...errors import CommandFailed, ProcessFailed
+from .. import osrelease
 from ..command import Context, Result
 
 RPM = "https://cvmrepo.s3.cern.ch/cvmrepo/yum/cvmfs-release-latest.noarch.rpm"
@@ -41,7 +42,7 @@ class InstallCvmfs:
         if self._probe_all(ctx, repos, attempts=1):
             return Result(facts=self._facts(ctx, repos), skipped="repositories already mount (baked image or CernVM)")
         if not shutil.which("cvmfs2") or ctx.dry_run:
-            self._install(ctx, ctx.facts.get("os_family"))
+            self._install(ctx, ctx.facts.get("os_family") or osrelease.family_of(ctx.path("/etc/os-release")))
         ctx.write_file("/etc/cvmfs/default.local", self._default_local(ctx))
         ctx.run(["cvmfs_config", "setup"])
         if not self._probe_all(ctx, repos, attempts=ctx.options["probe_attempts"], read_only=False):
