@@ -49,7 +49,7 @@ def _show(args: argparse.Namespace) -> int:
                                  or os.environ.get("JOBFEATURES")) if loc]
     if not locations:
         raise UsageError("no features location: give a directory or URL, or set $MACHINEFEATURES")
-    bad = 0
+    bad, seen = 0, set()
     for location in locations:
         found = read_features(location, now=time.time())
         problems = dict(found.problems)
@@ -57,13 +57,14 @@ def _show(args: argparse.Namespace) -> int:
         print(f"{'key':<20} {'value':<24} unit")
         for key in MACHINE_KEYS + JOB_KEYS + LEGACY_KEYS + ("db12",):
             if key in found.values:
+                seen.add(key)
                 print(f"{key:<20} {str(found.values[key]):<24} {UNITS[key]}")
             elif key in problems:
                 bad += 1
                 print(f"{key:<20} {'MALFORMED':<24} {problems[key]}")
-        missing = [k for k in MACHINE_KEYS + JOB_KEYS if k not in found.values and k not in problems]
-        if missing:
-            print(f"missing: {', '.join(missing)}")
+    missing = [k for k in MACHINE_KEYS + JOB_KEYS if k not in seen]
+    if missing:
+        print(f"# not provided: {', '.join(missing)}")
     return 1 if bad else 0
 
 

@@ -71,7 +71,10 @@ def format_value(key: str, value: Any) -> str:
     """The file content for ``key``; validates ``value`` the way a reader will parse it."""
     if not NAME.match(key):
         raise InputRejected(f"{key!r} is not a valid features key (lowercase letters, digits, underscore)")
-    text = str(value) if key in TEXT_KEYS else repr(float(value)) if key in FLOAT_KEYS else str(int(value))
+    try:
+        text = str(value) if key in TEXT_KEYS else repr(float(value)) if key in FLOAT_KEYS else str(int(value))
+    except (TypeError, ValueError):
+        raise InputRejected(f"{key}: {str(value)[:40]!r} is not a number") from None
     if key not in TEXT_KEYS and isinstance(value, float) and key not in FLOAT_KEYS and value != int(value):
         raise InputRejected(f"{key}: {value} must be a whole number of {UNITS.get(key, 'units')}")
     parse_value(key, text)

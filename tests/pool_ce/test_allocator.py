@@ -1,0 +1,93 @@
+"""The core allocator and the masonry policies."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vmagent.pool_ce.allocator import AllocationError, Allocator
+from vmagent.pool_ce.masonry import Backfill, Fifo, Greedy, PoolView, RunningPayload, RuntimeLearner, WaitingPayload
+
+events = st.lists(st.tuples(st.sampled_from(["start", "finish", "crash", "drain", "adopt"]),
+                            st.integers(0, 9), st.integers(1, 8), st.integers(0, 4000)), max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events)
+def test_never_over_allocates_or_leaks(sequence):
+    """For any sequence of start, finish, crash, drain and adopt events, cores and memory add up."""
+    alloc = Allocator(range(8), 8000)
+    model = {}
+    for kind, n, cores, memory in sequence:
+        pid = f"p{n}"
+        try:
+            if kind == "start":
+                cpus = alloc.allocate(pid, cores, memory)
+                assert len(cpus) == cores
+                model[pid] = (set(cpus), memory)
+            elif kind in ("finish", "crash"):
+                alloc.release(pid)
+                model.pop(pid)
+            elif kind == "drain":
+                alloc.drain()
+            elif kind == "adopt":
+                alloc.adopt(pid, [cores - 1], memory)
+                model[pid] = ({cores - 1}, memory)
+        except AllocationError:
+            pass
+        busy = [cpu for cpus, _ in model.values() for cpu in cpus]
+        assert len(busy) == len(set(busy)), "a CPU is double-booked"
+        assert alloc.free_cores == 8 - len(busy) >= 0
+        assert alloc.free_memory_mb == 8000 - sum(m for _, m in model.values()) >= 0
+        assert {k: set(v[0]) for k, v in alloc.held().items()} == {k: v[0] for k, v in model.items()}
+
+
+def test_drain_refuses_new_work_but_releases():
+    """After drain nothing new is allocated, but running payloads can still release."""
+    alloc = Allocator(range(2), 100)
+    alloc.allocate("a", 1, 10)
+    alloc.drain()
+    with pytest.raises(AllocationError):
+        alloc.allocate("b", 1, 10)
+    alloc.release("a")
+    assert alloc.free_cores == 2
+
+
+def view(waiting, running=(), free=4, total=4, shutdown=None, now=0.0):
+    return PoolView(now, shutdown, total, 16000, free, 16000 - sum(r.memory_mb for r in running),
+                    tuple(running), tuple(waiting))
+
+
+def wait(pid, cores, runtime, memory=0):
+    return WaitingPayload(pid, cores, memory, runtime, 0.0)
+
+
+def test_backfill_reserves_for_whole_node_payload():
+    """Backfill holds cores for a whole-node payload and only backfills what ends before it can start."""
+    running = [RunningPayload("r", 2, 0, 0.0, 100.0)]
+    waiting = [wait("whole", 4, 50), wait("long", 1, 500), wait("short", 1, 60)]
+    assert Backfill().decide(view(waiting, running, free=2)) == ["short"]
+    assert Greedy().decide(view(waiting, running, free=2)) == ["long", "short"]
+    assert Fifo().decide(view(waiting, running, free=2)) == []
+
+
+def test_backfill_keeps_margin_before_shutdown():
+    """A payload that would not finish before the VM's shutdown (with margin) is not started."""
+    waiting = [wait("long", 1, 3600), wait("short", 1, 600)]
+    assert Backfill().decide(view(waiting, shutdown=1800.0)) == ["short"]
+
+
+def test_memory_is_a_second_dimension():
+    """Payloads that fit the cores but not the memory are not started together."""
+    waiting = [wait("a", 1, 10, memory=10000), wait("b", 1, 10, memory=10000)]
+    assert Backfill().decide(view(waiting)) == ["a"]
+
+
+def test_learner_corrects_poor_estimates():
+    """Observed runtimes of a kind correct its declared estimates."""
+    learner = RuntimeLearner(default_runtime=100)
+    for _ in range(5):
+        learner.observe("sim", 100, 300)
+    assert learner.estimate("sim", 100) == pytest.approx(300)
+    assert learner.estimate("other", None) == 100

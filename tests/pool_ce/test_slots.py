@@ -1,0 +1,87 @@
+"""The slot manager with real payload processes on a 4-core pool."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+PAYLOAD = ("import json, os, sys, time; t0 = time.time(); time.sleep(float(sys.argv[1]));"
+           "json.dump({'cpus': sorted(os.sched_getaffinity(0)), 'omp': os.environ['OMP_NUM_THREADS'],"
+           "'start': t0, 'end': time.time(), 'jobfeatures': os.environ['JOBFEATURES']}, open('out.json', 'w'))")
+
+
+def config(tmp_path, cores=4):
+    path = tmp_path / "vmagent.yaml"
+    path.write_text(yaml.safe_dump({"instance": {"id": "i-pool"}, "paths": {"root": str(tmp_path / "root")},
+                                    "slots": {"cores": cores, "memory_mb": 4000, "poll_seconds": 0.5,
+                                              "exit_when_idle": True}}))
+    return str(path)
+
+
+def submit(cfg, payloads, tmp_path):
+    spec = tmp_path / "payloads.json"
+    spec.write_text(json.dumps(payloads))
+    subprocess.run([sys.executable, "-m", "vmagent", "-c", cfg, "pool", "submit", str(spec)], check=True,
+                   capture_output=True, timeout=60)
+
+
+def payload(pid, cores, seconds):
+    return {"id": pid, "cores": cores, "command": [sys.executable, "-c", PAYLOAD, str(seconds)],
+            "wall_estimate_seconds": seconds}
+
+
+def results(tmp_path):
+    path = tmp_path / "root/var/lib/vmagent/pool/results.jsonl"
+    return {r["id"]: r for r in map(json.loads, path.read_text().splitlines())} if path.exists() else {}
+
+
+def test_mixed_payloads_pinned_without_overlap(tmp_path):
+    """1-, 2- and 4-core payloads get their CPUs and thread settings, never overlap in cores, all report."""
+    cfg = config(tmp_path)
+    shapes = [("a", 1, 0.6), ("b", 2, 0.6), ("c", 4, 0.4), ("d", 1, 0.3), ("e", 2, 0.3), ("f", 1, 0.3)]
+    submit(cfg, [payload(*s) for s in shapes], tmp_path)
+    subprocess.run([sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run"], check=True, timeout=120,
+                   capture_output=True)
+    found = results(tmp_path)
+    assert {k: r["outcome"] for k, r in found.items()} == {s[0]: "done" for s in shapes}
+    real = sorted(os.sched_getaffinity(0))
+    runs = {}
+    for pid, cores, _ in shapes:
+        out = json.loads((tmp_path / f"root/scratch/payloads/{pid}/out.json").read_text())
+        assert out["omp"] == str(len(out["cpus"])) and set(out["cpus"]) <= set(real)
+        assert found[pid]["cores"] == cores
+        assert os.path.isfile(os.path.join(out["jobfeatures"], "allocated_cpu"))
+        runs[pid] = (found[pid]["started_at"], found[pid]["finished_at"], cores)
+    # at no moment do running payloads hold more cores than the pool has
+    for moment in sorted(t for s, e, _ in runs.values() for t in (s, e)):
+        assert sum(c for s, e, c in runs.values() if s <= moment < e) <= 4
+
+
+def test_sigkill_and_restart_loses_no_payload(tmp_path):
+    """Killing the slot manager with SIGKILL mid-run and starting it again loses no payload."""
+    cfg = config(tmp_path)
+    submit(cfg, [payload(f"p{i}", 1 + i % 2, 1.5) for i in range(6)], tmp_path)
+    first = subprocess.Popen([sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state = tmp_path / "root/var/lib/vmagent/pool/state.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if state.exists() and json.loads(state.read_text()).get("running"):
+            break
+        time.sleep(0.05)
+    running_before = {r["id"] for r in json.loads(state.read_text())["running"]}
+    assert running_before
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    subprocess.run([sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run"], check=True, timeout=120,
+                   capture_output=True)
+    found = results(tmp_path)
+    assert set(found) == {f"p{i}" for i in range(6)}
+    assert all(r["outcome"] == "done" for r in found.values()), found
+    assert not list((tmp_path / "root/var/spool/vmagent/incoming").iterdir())
