@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from vmagent import mjf
 from vmagent.errors import InputRejected
+from vmagent.mjf.command import SetupMjf
 from vmagent.mjf.features import UNITS, format_value
 from vmagent.mjf.server import serve_in_thread
 from vmagent.pilot.command import Actions, Context
-from vmagent.mjf.command import SetupMjf
 from vmagent.testing import make_config
 
 FLOATS = {"hs06", "hs06_job"}

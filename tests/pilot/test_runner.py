@@ -27,8 +27,8 @@ def status_of(root) -> dict:
 
 def test_abort_records_command_code_and_stderr_tail(tmp_path, clock):
     """A failing step stops the pipeline; the status names it, its error code and the tail of stderr."""
-    config = make_config(tmp_path, [step("print('ok')"), step("import sys; sys.stderr.write('disk on fire'); sys.exit(3)"),
-                                    step("print('never')")])
+    failing = step("import sys; sys.stderr.write('disk on fire'); sys.exit(3)")
+    config = make_config(tmp_path, [step("print('ok')"), failing, step("print('never')")])
     with pytest.raises(PipelineFailed) as failed:
         Runner(config, clock=clock).run()
     assert "step 2/3" in failed.value.message and "process-failed" in failed.value.message

@@ -34,6 +34,7 @@ class Endpoint:
         self.last_ok: Optional[float] = None
         self.missed: Deque[Dict[str, Any]] = deque(maxlen=buffer_size)
         self.missed_total = 0
+        self.acks: List[int] = []  # instructions of this endpoint carried out, told in its next heartbeat
 
     def summary(self) -> Dict[str, Any]:
         """What was not delivered, as the heartbeat schema's ``missed`` object."""
@@ -62,7 +63,6 @@ class Monitor:
         self.halt_action = halt_action or plugins.load(
             plugins.GROUPS["halt_actions"], self.settings["halt_action"])(config)
         self.seq, self.status = 0, "running"
-        self.acks: List[int] = []
         self.decision: Optional[Decision] = None
         self.next_check = self.started
 
@@ -116,15 +116,15 @@ class Monitor:
 
     # --- heartbeats -------------------------------------------------------------------------------
 
-    def heartbeat_body(self, now: float) -> Dict[str, Any]:
+    def heartbeat_body(self, now: float, acks: Optional[List[int]] = None) -> Dict[str, Any]:
         self.seq += 1
         body = sample(self.config, now=now, seq=self.seq, status=self.status, remaining=self._remaining(now))
-        if self.acks:
-            body["acks"] = list(self.acks)
+        if acks:
+            body["acks"] = list(acks)
         return body
 
     def beat(self, endpoint: Endpoint, now: float) -> None:
-        body = self.heartbeat_body(now)
+        body = self.heartbeat_body(now, endpoint.acks)
         if endpoint.missed:
             body["missed"] = endpoint.summary()
         period = getattr(endpoint.plugin, "period", None) or self.settings["period_seconds"]
@@ -147,10 +147,10 @@ class Monitor:
             log.info("%s reachable again: %d missed heartbeats summarised", endpoint.name, endpoint.missed_total)
         endpoint.failures, endpoint.last_ok, endpoint.missed_total = 0, now, 0
         endpoint.missed.clear()
-        self.acks = []
+        endpoint.acks = []
         endpoint.next_at = now + self._jitter(period)
         for raw in answer if isinstance(answer, list) else []:
-            self.obey(raw, endpoint.name)
+            self.obey(raw, endpoint)
 
     def _jitter(self, period: float) -> float:
         spread = self.settings["jitter_fraction"]
@@ -167,14 +167,15 @@ class Monitor:
 
     # --- instructions -----------------------------------------------------------------------------
 
-    def obey(self, raw: Any, source: str) -> None:
+    def obey(self, raw: Any, endpoint: Endpoint) -> None:
         """Carry out one instruction after validating it; anything else is refused and logged."""
+        source = endpoint.name
         problems = schemas.problems("instruction", raw)
         if problems:
             log.error("refused an instruction from %s: %s", source,
                       "; ".join(f"{p or '(top)'}: {m}" for p, m in problems)[:500])
             return
-        self.acks.append(raw["id"])
+        endpoint.acks.append(raw["id"])
         action, reason = raw["action"], raw.get("reason") or f"requested by {source.split('#')[0]}"
         log.info("instruction %d from %s: %s (%s)", raw["id"], source, action, reason)
         if action == "drain":
@@ -205,7 +206,7 @@ class Monitor:
         write_atomic(os.path.join(self.config.path("paths.state_dir"), "shutdown_message"), decision.message, 0o644)
         now = self.clock.time()
         for endpoint in self.endpoints:
-            for final in (lambda e=endpoint: e.plugin.send(self.heartbeat_body(now)),
+            for final in (lambda e=endpoint: e.plugin.send(self.heartbeat_body(now, e.acks)),
                           lambda e=endpoint: e.plugin.halting(decision)):
                 try:
                     final()

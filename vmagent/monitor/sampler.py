@@ -34,8 +34,9 @@ def sample(config: Config, *, now: float, seq: int, status: str, remaining: Opti
         "pipeline": _pipeline(config),
         "remaining_seconds": remaining,
     }
-    if pool:
-        body["slots"] = {k: int(pool[k]) for k in ("total_cores", "free_cores", "total_memory_mb", "free_memory_mb")}
+    slots = ("total_cores", "free_cores", "total_memory_mb", "free_memory_mb")
+    if all(isinstance(pool.get(k), int) for k in slots):
+        body["slots"] = {k: int(pool[k]) for k in slots}
     return body
 
 
