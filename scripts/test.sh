@@ -35,7 +35,7 @@ echo "== pip install (Python $(.venv/bin/python -V 2>&1))"
 .venv/bin/python -c 'import vmagent, fastapi, pytest_subprocess' # fail here, not deep in the tests
 
 echo "== ruff"
-.venv/bin/ruff check vmagent tests bench examples
+.venv/bin/ruff check .
 echo "== mypy"
 .venv/bin/mypy
 

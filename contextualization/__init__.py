@@ -1,0 +1,1 @@
+"""User-data templates, installed as ``vmagent.contextualization`` (see pyproject's package-dir)."""

@@ -1,0 +1,1 @@
+"""cloud-init user data for vmagent VMs, rendered from a site description."""

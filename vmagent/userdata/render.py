@@ -1,0 +1,174 @@
+"""Render user data: a site description and an image name in, multipart MIME (or one part) out.
+
+Templates are jinja2 with StrictUndefined; every value goes in through ``tojson`` (JSON is YAML), so
+no site value can change the document's structure. Secrets (the enrolment token) are written with
+mode 0600 and never logged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shlex
+import sys
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from importlib import resources
+from typing import Any, Dict, List, Optional
+
+import jinja2
+import yaml
+
+from .. import config as vm_config
+from ..config import apply_defaults, validation_problems
+from ..errors import ConfigError, UsageError
+
+LIMITS = {"ec2": 16384, "openstack": 65535 * 3 // 4, "gce": 256 * 1024}  # raw bytes (OpenStack: base64 <= 65535)
+OS_PACKAGES = {"el": ["python3"], "debian": ["python3", "python3-venv"], "ubuntu": ["python3", "python3-venv"]}
+UNITS = ("vmagent-monitor.service", "vmagent-pilot.service")
+
+
+def templates() -> Any:
+    return resources.files("vmagent.contextualization")
+
+
+def load_site(path: str) -> Dict[str, Any]:
+    """Read and validate a site description; ``ConfigError`` lists every problem as ``file: path: message``."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            site = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(path, [("", f"cannot read: {exc.strerror}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, [("", f"not valid YAML: {exc}")]) from None
+    schema = json.loads(templates().joinpath("site.schema.json").read_text())
+    problems = validation_problems(schema, site)
+    if problems:
+        raise ConfigError(path, problems)
+    apply_defaults(schema, site)
+    for name, image in site["images"].items():
+        for item in image["extra_parts"]:
+            apply_defaults(schema["properties"]["images"]["additionalProperties"]["properties"]["extra_parts"]
+                           ["items"], item)
+        if image["endpoint"] not in site["endpoints"]:
+            problems.append((f"images.{name}.endpoint", f"{image['endpoint']!r} is not one of the endpoints: "
+                             + ", ".join(sorted(site["endpoints"]))))
+    if problems:
+        raise ConfigError(path, problems)
+    site["_dir"] = os.path.dirname(os.path.abspath(path))
+    return site
+
+
+def agent_config(site: Dict[str, Any], image_name: str, vacuum: bool = False) -> Dict[str, Any]:
+    """vmagent's own configuration for a VM of this image; it passes ``vmagent check-config``."""
+    image = site["images"][image_name]
+    commands: List[Any] = ["check-node", "check-credentials", "setup-disks"]
+    if image["cvmfs_repositories"]:
+        commands.append({"name": "install-cvmfs", "options": {"repositories": image["cvmfs_repositories"]}})
+    if image["dirac_version"] or image["cs_servers"]:
+        commands.append({"name": "install-dirac", "options": {"version": image["dirac_version"]}})
+        commands.append({"name": "configure-dirac", "options": {"cs_servers": image["cs_servers"]}})
+    commands += ["setup-mjf", "launch"]
+    doc = {
+        "instance": {"site": site["site"], "ce": image["endpoint"], "image": image_name,
+                     "vo": image.get("vo") or site["vo"], "running_pod": image["running_pod"]},
+        "manager": {"url": site["manager"]["url"], "token_file": "/etc/vmagent/enrolment.token",
+                    "ca_file": "/etc/vmagent/ca.pem" if site["manager"]["ca_file"] else None},
+        "pilot": {"commands": commands},
+        "mjf": {"lifetime_seconds": image["lifetime_seconds"]},
+        "slots": {"source": "manager", "cores": image["cores"]},
+        "monitor": {"endpoints": [{"name": "http"}, {"name": "log"}], "halt_action": "poweroff",
+                    "no_payloads_seconds": 1800, "lifetime_seconds": image["lifetime_seconds"]},
+    }
+    if vacuum:  # the platform fills these in when it creates the VM
+        doc["mjf"]["upstream_machinefeatures"] = "##user_data_machinefeatures_url##"
+        doc["monitor"]["endpoints"].append({"name": "vac", "options": {"joboutputs": "##user_data_joboutputs_url##"}})
+    vm_config.from_dict(doc, f"rendered configuration for image {image_name}")  # raises if we produce junk
+    return doc
+
+
+def render(site: Dict[str, Any], image_name: str, enrolment_token: str, *, cloud: Optional[str] = None,
+           fmt: str = "mime", variant: str = "cloud-init", vacuum: bool = False) -> bytes:
+    """The user data for one VM of ``image_name``, within the cloud's size limit."""
+    if image_name not in site["images"]:
+        known = ", ".join(sorted(site["images"]))
+        raise UsageError(f"no image {image_name!r} in the site description; images: {known}")
+    image = site["images"][image_name]
+    cloud = cloud or site["endpoints"][image["endpoint"]]["cloud"]
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters["shellquote"] = shlex.quote
+    pip = ["/opt/vmagent/bin/pip", "install", "--no-cache-dir", site["vmagent"]["pip_spec"]]
+    if site["vmagent"]["index_url"]:
+        pip += ["--index-url", site["vmagent"]["index_url"]]
+    values = {
+        "site": site["site"], "image_name": image_name, "preinstalled": image["vmagent_preinstalled"],
+        "vmagent_config": yaml.safe_dump(agent_config(site, image_name, vacuum), sort_keys=False),
+        "ca_pem": _read(site, site["manager"]["ca_file"]) if site["manager"]["ca_file"] else "",
+        "enrolment_token": enrolment_token,
+        "units": [{"name": u, "text": resources.files("vmagent.monitor").joinpath("units", u).read_text()}
+                  for u in UNITS],
+        "os_packages": OS_PACKAGES[_family(image["os"])],
+        "pip_command": ["sh", "-c", f"python3 -m venv /opt/vmagent && {shlex.join(pip)}"],
+    }
+    name = "bootstrap.sh.j2" if variant == "shell" else "cloud-config.yaml.j2"
+    text = env.from_string(templates().joinpath("templates", name).read_text()).render(**values)
+    if variant == "shell" or fmt == "cloud-config":
+        data = text.encode()
+    else:
+        data = _mime(text, [(_read(site, p["file"]), p["type"]) for p in image["extra_parts"]])
+    return _fit(data, cloud, image_name)
+
+
+def _mime(cloud_config: str, extra: List[Any]) -> bytes:
+    message = MIMEMultipart()
+    part = MIMEText(cloud_config, "cloud-config", "utf-8")
+    part.add_header("Content-Disposition", 'attachment; filename="vmagent.cfg"')
+    message.attach(part)
+    for i, (text, subtype) in enumerate(extra):
+        part = MIMEText(text, subtype, "utf-8")
+        part.add_header("Content-Disposition", f'attachment; filename="vo-part-{i}"')
+        message.attach(part)
+        if subtype == "cloud-config":
+            part.add_header("Merge-Type", "list(append)+dict(recurse_array)+str()")
+    return message.as_bytes()
+
+
+def _fit(data: bytes, cloud: str, image_name: str) -> bytes:
+    limit = LIMITS[cloud]
+    if len(data) <= limit:
+        return data
+    packed = gzip.compress(data, mtime=0)
+    if len(packed) <= limit:
+        return packed
+    raise UsageError(f"user data for {image_name} is {len(data)} bytes ({len(packed)} gzipped), over the "
+                     f"{cloud} limit of {limit} bytes", hint="move VO parts into the image (images/packer)")
+
+
+def _family(os_name: str) -> str:
+    return "el" if os_name.startswith("el") else "ubuntu" if os_name.startswith("ubuntu") else "debian"
+
+
+def _read(site: Dict[str, Any], path: str) -> str:
+    full = path if os.path.isabs(path) else os.path.join(site["_dir"], path)
+    try:
+        with open(full, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ConfigError(full, [("", f"cannot read: {exc.strerror}")]) from None
+
+
+def vacuum_substitute(text: str, options: Dict[str, str]) -> str:
+    """Vacuum-platform style: ``##user_data_option_X##`` and friends replaced; unknown patterns blanked."""
+    import re
+
+    return re.sub(r"##(user_data_[a-z0-9_]+)##", lambda m: options.get(m.group(1), ""), text)
+
+
+def write(data: bytes, out: Optional[str]) -> None:
+    if out:
+        with open(out, "wb") as fh:
+            fh.write(data)
+    else:
+        sys.stdout.buffer.write(data)
