@@ -107,13 +107,13 @@ def render(site: Dict[str, Any], image_name: str, enrolment_token: str, *, cloud
         "vmagent_config": yaml.safe_dump(agent_config(site, image_name, vacuum), sort_keys=False),
         "ca_pem": _read(site, site["manager"]["ca_file"]) if site["manager"]["ca_file"] else "",
         "enrolment_token": enrolment_token,
-        "units": [{"name": u, "text": resources.files("vmagent.monitor").joinpath("units", u).read_text()}
+        "units": [{"name": u, "text": resources.files("vmagent.monitor").joinpath("units").joinpath(u).read_text()}
                   for u in UNITS],
         "os_packages": OS_PACKAGES[_family(image["os"])],
         "pip_command": ["sh", "-c", f"python3 -m venv /opt/vmagent && {shlex.join(pip)}"],
     }
     name = "bootstrap.sh.j2" if variant == "shell" else "cloud-config.yaml.j2"
-    text = env.from_string(templates().joinpath("templates", name).read_text()).render(**values)
+    text = env.from_string(templates().joinpath("templates").joinpath(name).read_text()).render(**values)
     if variant == "shell" or fmt == "cloud-config":
         data = text.encode()
     else:
