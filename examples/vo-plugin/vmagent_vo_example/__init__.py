@@ -1,0 +1,1 @@
+"""An example VO extension for vmagent."""
