@@ -40,9 +40,10 @@ def test_vo_plugin_is_discovered_and_replaces_a_builtin(tmp_path):
     status = yaml.safe_load((tmp_path / "vm/var/lib/vmagent/pilot-status.json").read_text())
     step = next(s for s in status["steps"] if s["name"] == "example-vo-dirac")
     assert step["outcome"] == "ok" and step["facts"]["dirac_version"] == "v11r2"
-    assert "DIRAC_ENV_SCRIPT=/opt/vo-software/dirac-v11r2/bashrc" in (tmp_path / "vm/var/lib/vmagent/pilot.env").read_text()
-    without = subprocess.run([sys.executable, "-m", "vmagent", "check-config", str(cfg)], capture_output=True, text=True,
-                             timeout=60)
+    exported = (tmp_path / "vm/var/lib/vmagent/pilot.env").read_text()
+    assert "DIRAC_ENV_SCRIPT=/opt/vo-software/dirac-v11r2/bashrc" in exported
+    without = subprocess.run([sys.executable, "-m", "vmagent", "check-config", str(cfg)], capture_output=True,
+                             text=True, timeout=60)
     assert without.returncode == 2 and "no plugin 'example-vo-dirac'" in without.stderr
 
 
