@@ -43,14 +43,20 @@ echo "== pytest (Python $(.venv/bin/python -V 2>&1 | cut -d' ' -f2))"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 
 # The in-VM code must run on EL9's Python 3.9.
-PY39=$(command -v python3.9 || true)
+PY39=""
+for candidate in python3.9 ${PYENV_ROOT:-$HOME/.pyenv}/versions/3.9*/bin/python3.9; do
+  if "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 9)' 2>/dev/null; then
+    PY39=$candidate
+    break
+  fi
+done
 if [ -z "$PY39" ]; then
   echo "== installing Python 3.9 from Debian bullseye"
   echo "deb http://deb.debian.org/debian bullseye main" | $SUDO tee /etc/apt/sources.list.d/bullseye.list >/dev/null
   printf 'Package: *\nPin: release n=bullseye\nPin-Priority: 100\n' | $SUDO tee /etc/apt/preferences.d/bullseye >/dev/null
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -t bullseye python3.9 python3.9-venv >/dev/null
-  PY39=$(command -v python3.9)
+  PY39=python3.9
 fi
 if [ ! -x .venv39/bin/python ]; then
   "$PY39" -m venv .venv39
