@@ -52,7 +52,10 @@ for candidate in python3.9 ${PYENV_ROOT:-$HOME/.pyenv}/versions/3.9*/bin/python3
 done
 if [ -z "$PY39" ]; then
   echo "== installing Python 3.9 from Debian bullseye"
-  echo "deb http://deb.debian.org/debian bullseye main" | $SUDO tee /etc/apt/sources.list.d/bullseye.list >/dev/null
+  # the same Debian mirror this machine already uses, bullseye suite, pinned low
+  mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -m1 -v security || true)
+  [ -n "$mirror" ] || mirror=$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list)
+  echo "deb $mirror bullseye main" | $SUDO tee /etc/apt/sources.list.d/bullseye.list >/dev/null
   printf 'Package: *\nPin: release n=bullseye\nPin-Priority: 100\n' | $SUDO tee /etc/apt/preferences.d/bullseye >/dev/null
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -t bullseye python3.9 python3.9-venv >/dev/null
