@@ -31,7 +31,8 @@ log = logging.getLogger("vmagent.pool")
 class SlotManager:
     """Runs payloads from one source until drained, stopped, or (``exit_when_idle``) out of work."""
 
-    def __init__(self, config: Config, *, clock: Optional[Clock] = None, source: Any = None, policy: Any = None):
+    def __init__(self, config: Config, *, clock: Optional[Clock] = None, source: Any = None, policy: Any = None,
+                 event_driven: bool = True):
         self.config = config
         self.settings = config.section("slots")
         self.clock = clock or SystemClock()
@@ -50,6 +51,7 @@ class SlotManager:
         self.stopping = False
         self.next_poll = 0.0
         self.scratch = config.path("paths.scratch")
+        self.event_driven = event_driven  # False: find finished payloads only by polling (benchmark baseline)
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -57,7 +59,8 @@ class SlotManager:
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         previous = signal.set_wakeup_fd(wake_w)
-        handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT)}
+        watched = (signal.SIGCHLD,) * self.event_driven + (signal.SIGTERM, signal.SIGINT)
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in watched}
         try:
             self.recover()
             self.save()
