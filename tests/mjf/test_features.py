@@ -118,3 +118,13 @@ def test_show_lists_all_fifteen_keys(tmp_path):
         assert any(line.split()[:1] == [key] and len(line.split()) >= 2 for line in done.stdout.splitlines()), key
     assert "not provided" not in done.stdout
     assert format_value("hs06", 80.5) == "80.5"
+
+
+@pytest.mark.slow
+def test_db12_is_measured_when_asked(tmp_path, clock):
+    """With measure_db12 and the db12 package installed, setup-mjf writes a measured db12 score."""
+    pytest.importorskip("db12", reason="the db12 package is not installed")
+    config = make_config(tmp_path, [], mjf={"measure_db12": True})
+    result = _setup(config, clock)
+    score = mjf.read_features(result.env["MACHINEFEATURES"]).values["db12"]
+    assert score > 0

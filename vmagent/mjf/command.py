@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Dict
 
 import psutil
@@ -25,8 +26,9 @@ class SetupMjf:
         values: Dict[str, Any] = {"total_cpu": cores, "grace_secs": settings["grace_secs"]}
         if settings["hs06"] is not None:
             values["hs06"] = settings["hs06"]
-        if settings["db12"] is not None:
-            values["db12"] = settings["db12"]
+        db12 = settings["db12"] if settings["db12"] is not None else self._measure_db12(ctx)
+        if db12 is not None:
+            values["db12"] = db12
         shutdown = self._shutdown(ctx, now)
         if shutdown is not None:
             values["shutdowntime"] = int(shutdown)
@@ -41,6 +43,18 @@ class SetupMjf:
                 raise CommandFailed(f"machine features not written: {exc.message}") from None
         facts = {"mjf_machine_dir": target, "mjf_total_cpu": cores, "mjf_shutdowntime": values.get("shutdowntime")}
         return Result(facts=facts, env={"MACHINEFEATURES": target})
+
+    def _measure_db12(self, ctx: Context) -> Any:
+        """The DIRAC Benchmark 2012 score of one core, when configured and the db12 package is installed."""
+        if not ctx.config.section("mjf")["measure_db12"] or ctx.dry_run:
+            return None
+        code = "import db12, json; print(json.dumps(db12.single_dirac_benchmark()['NORM']))"
+        done = ctx.run([sys.executable, "-c", code], check=False, read_only=True, timeout=300)
+        try:
+            return round(float(done.stdout.strip().splitlines()[-1]), 3)
+        except (ValueError, IndexError):
+            ctx.log.warning("db12 not measured (is the db12 package installed?): %s", done.stderr.strip()[-300:])
+            return None
 
     def _shutdown(self, ctx: Context, now: float) -> Any:
         """The earliest of the VM's own lease end and the site's announced shutdown time."""

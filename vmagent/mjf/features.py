@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import re
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -116,6 +114,9 @@ def _read_local(directory: str, key: str) -> str:
 
 
 def _fetch(base: str, key: str, timeout: float, retries: int) -> str:
+    import urllib.error  # only readers of remote features pay for http.client and ssl
+    import urllib.request
+
     url = base.rstrip("/") + "/" + key
     for attempt in range(retries + 1):
         try:

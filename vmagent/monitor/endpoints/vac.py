@@ -9,8 +9,6 @@ import json
 import os
 from typing import Any, Dict, List, Mapping
 
-import requests
-
 from ...config import Config
 from ...errors import ManagerUnavailable
 from ...pilot.command import write_atomic
@@ -34,6 +32,8 @@ class VacEndpoint:
 
     def _put(self, name: str, text: str) -> None:
         if self.target.startswith(("http://", "https://")):
+            import requests  # only a URL target pays for requests and ssl
+
             try:
                 answer = requests.put(f"{self.target.rstrip('/')}/{name}", data=text.encode(), timeout=10)
             except requests.RequestException as exc:
