@@ -14,6 +14,7 @@ from vmagent import mjf
 from vmagent.clock import FakeClock, SystemClock
 from vmagent.monitor.loop import Monitor
 from vmagent.monitor.policies import Decision
+from vmagent.pilot.command import write_atomic
 from vmagent.pool_ce import state as pool_state
 from vmagent.testing import make_config
 
@@ -177,3 +178,33 @@ def test_outage_limit_halts_only_when_configured(tmp_path, endpoint, clock):
     assert monitor.decision is None
     run_for(monitor, clock, 200)
     assert monitor.decision.policy == "outage"
+
+
+def test_idle_cpu_policy(tmp_path, endpoint, monkeypatch):
+    """Idle CPU halts only after the minimum uptime and a full idle period, and busy CPU resets it."""
+    import vmagent.monitor.sampler as sampler
+
+    clock = FakeClock()
+    cpu = {"percent": 1.0}
+    monkeypatch.setattr(sampler.psutil, "cpu_percent", lambda interval=None: cpu["percent"])
+    monitor, _, _ = monitor_for(tmp_path, endpoint, clock, check_seconds=1, idle_cpu_percent=5,
+                                idle_seconds=600, idle_min_uptime_seconds=300)
+    monitor.policies.boot_time = clock.time()
+    run_for(monitor, clock, 850)  # idle from 300 s on: 550 s is not yet 600
+    assert monitor.decision is None
+    cpu["percent"] = 80.0
+    run_for(monitor, clock, 5)
+    cpu["percent"] = 1.0
+    run_for(monitor, clock, 590)
+    assert monitor.decision is None
+    run_for(monitor, clock, 30)
+    assert monitor.decision.policy == "idle-cpu" and monitor.decision.vacuum_code == 300
+
+
+def test_failed_pipeline_halts_with_500(tmp_path, endpoint, clock):
+    """A failed pilot pipeline halts the VM with vacuum code 500 (problem with the VM environment)."""
+    monitor, _, config = monitor_for(tmp_path, endpoint, clock, check_seconds=1)
+    write_atomic(config.path("pilot.status_file"), json.dumps(
+        {"outcome": "failed", "steps": [{"outcome": "failed", "error": {"code": "node-unfit"}}]}), 0o644)
+    run_for(monitor, clock, 3)
+    assert monitor.decision.vacuum_code == 500 and "node-unfit" in monitor.decision.reason
