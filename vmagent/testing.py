@@ -10,7 +10,7 @@ import yaml
 from .clock import FakeClock
 from .config import Config, from_dict
 
-__all__ = ["FakeClock", "make_config", "write_config"]
+__all__ = ["FakeClock", "make_config", "run_command", "write_config"]
 
 
 def make_config(root: str, commands: Optional[List[Any]] = None, **sections: Any) -> Config:
@@ -34,3 +34,28 @@ def _document(root: str, commands: Optional[List[Any]], sections: Dict[str, Any]
     if commands is not None:
         doc.setdefault("pilot", {})["commands"] = commands
     return doc
+
+
+def run_command(command: Any, config: Config, options: Optional[Dict[str, Any]] = None,
+                facts: Optional[Dict[str, Any]] = None, *, dry_run: bool = False, clock: Any = None) -> Any:
+    """Run one pilot command as the runner would: options validated and defaulted, a fresh context.
+
+    Returns ``(result, actions)``; ``actions.entries`` lists every external effect in order.
+    """
+    from .config import apply_defaults, freeze, validation_problems
+    from .errors import ConfigError
+    from .pilot.command import Actions, Context, Result
+
+    options = dict(options or {})
+    schema = getattr(command, "options_schema", {"type": "object"})
+    problems = validation_problems(schema, options)
+    if problems:
+        raise ConfigError(f"{command.name} options", problems)
+    apply_defaults(schema, options)
+    actions = Actions(dry_run)
+    clock = clock or FakeClock()
+    ctx = Context(config=config, instance_id="i-test", options=freeze(options), facts=freeze(facts or {}),
+                  env=freeze({}), clock=clock, deadline=clock.monotonic() + 3600, actions=actions,
+                  step=command.name)
+    result = command.run(ctx)
+    return (result if isinstance(result, Result) else Result(facts=dict(result or {}))), actions

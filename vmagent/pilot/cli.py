@@ -58,17 +58,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _print_actions(runner: Any) -> None:
     print(f"# dry run for instance {runner.instance_id}: nothing below was changed")
-    current = None
-    for entry in runner.actions.entries:
-        if entry["step"] != current:
-            current = entry["step"]
-            print(f"# {current}")
-        mark = "   (read-only, executed)" if entry["executed"] else ""
-        verb = "$" if entry["kind"] == "run" else "write"
-        print(f"{verb} {entry['what']}{mark}")
-    for step in runner.status.steps:
-        if step.outcome == "skipped":
-            print(f"# {step.name}: skipped: {step.reason}")
+    for number, step in enumerate(runner.status.steps, 1):
+        reason = f": {step.reason}" if step.reason else ""
+        print(f"# {step.name} ({step.outcome}{reason})")
+        for entry in (e for e in runner.actions.entries if e["index"] == number):
+            mark = "   (read-only, executed)" if entry["executed"] else ""
+            verb = "$" if entry["kind"] == "run" else "write"
+            print(f"{verb} {entry['what']}{mark}")
 
 
 def _plan(args: argparse.Namespace) -> int:

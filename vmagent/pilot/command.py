@@ -36,9 +36,10 @@ class Actions:
     def __init__(self, dry_run: bool):
         self.dry_run = dry_run
         self.entries: List[dict] = []
+        self.index = 0  # which pipeline step is running; set by the runner
 
     def record(self, step: str, kind: str, what: str, executed: bool) -> None:
-        self.entries.append({"step": step, "kind": kind, "what": what, "executed": executed})
+        self.entries.append({"step": step, "index": self.index, "kind": kind, "what": what, "executed": executed})
 
 
 @dataclass(frozen=True)

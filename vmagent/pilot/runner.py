@@ -60,6 +60,7 @@ class Runner:
         failures = []
         for number, (spec, command) in enumerate(commands, 1):
             step = self.status.steps[number - 1]
+            self.actions.index = number
             label = f"[{number}/{len(commands)}] {spec.name}"
             error = self._step(spec, command, step, label)
             if error is None:

@@ -46,6 +46,9 @@ class SetupDisks:
         if not volumes:
             return Result(skipped="no volumes configured")
         devices = _flatten(json.loads(ctx.run(LSBLK, read_only=True).stdout or '{"blockdevices": []}')["blockdevices"])
+        for device in devices:
+            if not device.get("uuid") and device.get("type") in ("disk", "part", "loop", "raid0", "lvm"):
+                device.update(_probe(ctx, device["name"]))  # without udev, lsblk may miss a new filesystem
         mounted = []
         for volume in volumes:
             device = self._find(ctx, devices, volume["match"])
@@ -75,7 +78,7 @@ class SetupDisks:
     def _prepare(self, ctx: Context, device: Dict[str, Any], volume: Dict[str, Any]) -> Dict[str, Any]:
         name, target = device["name"], volume["mount"]
         if device.get("mountpoint"):
-            if device["mountpoint"] != target:
+            if device["mountpoint"] not in (target, ctx.path(target)):
                 raise CommandFailed(f"{name} is already mounted at {device['mountpoint']}", code="disk-refused")
             return {"device": name, "mount": target, "formatted": False}
         probe = ctx.run(["blkid", "-p", "-o", "export", name], check=False, read_only=True)
@@ -97,9 +100,20 @@ class SetupDisks:
         options = f"{volume['options']},nofail,x-systemd.device-timeout={ctx.options['device_timeout']}s"
         line = f"{source} {target} {volume['fstype']} {options} 0 2"
         path = ctx.path("/etc/fstab")
-        current = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+        current = ""
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as fh:
+                current = fh.read()
         kept = [entry for entry in current.splitlines() if entry.split()[1:2] != [target]]
         ctx.write_file("/etc/fstab", "\n".join(kept + [line]) + "\n", 0o644)
+
+
+def _probe(ctx: Context, device: str) -> Dict[str, Any]:
+    """fstype, label and UUID straight from the device (exit 2: blank)."""
+    done = ctx.run(["blkid", "-p", "-o", "export", device], check=False, read_only=True)
+    found = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    keys = {"TYPE": "fstype", "LABEL": "label", "UUID": "uuid"}
+    return {ours: found[theirs] for theirs, ours in keys.items() if found.get(theirs)}
 
 
 def _uuid(ctx: Context, device: str) -> Optional[str]:

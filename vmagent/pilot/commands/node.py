@@ -60,7 +60,10 @@ class CheckNode:
         if unreachable:
             problems.append("cannot connect to " + ", ".join(unreachable))
         facts["endpoints_checked"] = len(self._endpoints(ctx))
-        if problems:
+        if problems and ctx.dry_run:  # a dry run lists what a real run would refuse, and goes on
+            ctx.log.warning("a real run would stop here: %s", "; ".join(problems))
+            facts["problems"] = problems
+        elif problems:
             raise NodeUnfit("node check failed: " + "; ".join(problems),
                             hint="use a larger flavour, attach scratch, or check the network and security groups")
         return facts

@@ -1,0 +1,150 @@
+"""setup-disks on real loop devices, and the default EL9 pipeline's dry run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vmagent.errors import CommandFailed
+from vmagent.pilot.commands.disks import SetupDisks
+from vmagent.testing import make_config, run_command
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def loop_devices_usable() -> str:
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("losetup", "mkfs.ext4", "mount", "findmnt"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return ""
+
+
+@pytest.fixture
+def loops(tmp_path):
+    """Attach sparse files as loop devices; detach (and unmount) them afterwards."""
+    attached, mounts = [], []
+
+    def attach(name: str) -> str:
+        image = tmp_path / f"{name}.img"
+        with open(image, "wb") as fh:
+            fh.truncate(64 * 2**20)
+        done = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"loop devices are not allowed here: {done.stderr.strip()}")
+        attached.append(done.stdout.strip())
+        return attached[-1]
+
+    yield attach, mounts
+    for target in reversed(mounts):
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+    for device in attached:
+        subprocess.run(["losetup", "-d", device], capture_output=True)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(bool(loop_devices_usable()), reason=loop_devices_usable() or "usable")
+def test_blank_formatted_and_data_kept(tmp_path, loops):
+    """A blank volume is formatted and mounted; a volume with data is mounted, not reformatted; fstab verifies."""
+    attach, mounts = loops
+    root = tmp_path / "vm"
+    blank, used = attach("blank"), attach("used")
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "vmdata", used], check=True)
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    subprocess.run(["mount", used, str(seed)], check=True)
+    (seed / "payload-output.txt").write_text("precious")
+    subprocess.run(["umount", str(seed)], check=True)
+    by_id = root / "dev/disk/by-id"
+    by_id.mkdir(parents=True)
+    (by_id / "virtio-scratch01").symlink_to(blank)
+    config = make_config(root, [])
+    mounts += [root / "scratch", root / "data"]
+    result, _ = run_command(SetupDisks(), config, {"volumes": [
+        {"match": {"by_id": "virtio-scratch01"}, "mount": "/scratch"},
+        {"match": {"label": "vmdata"}, "mount": "/data"}]})
+    formatted = {d["mount"]: d["formatted"] for d in result.facts["disks"]}
+    assert formatted == {"/scratch": True, "/data": False}
+    assert (root / "data/payload-output.txt").read_text() == "precious"
+    assert os.path.ismount(root / "scratch")
+    fstab = (root / "etc/fstab").read_text()
+    assert fstab.count("nofail,x-systemd.device-timeout=30s") == 2 and "UUID=" in fstab
+    # the entries name VM paths: verify a copy whose targets point into the test's root
+    check = tmp_path / "fstab.verify"
+    check.write_text("".join(f"{f[0]} {root}{f[1]} {' '.join(f[2:])}\n" for f in map(str.split, fstab.splitlines())))
+    verified = subprocess.run(["findmnt", "--verify", "--tab-file", str(check)], capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    again, _ = run_command(SetupDisks(), config, {"volumes": [{"match": {"label": "vmdata"}, "mount": "/data"}]})
+    assert again.facts["disks"][0]["formatted"] is False  # idempotent: mounted already, nothing done
+
+
+LSBLK = {"blockdevices": [
+    {"name": "/dev/vda", "type": "disk", "size": 10737418240, "fstype": None, "label": None, "uuid": None,
+     "serial": "root0", "mountpoint": None, "pkname": None, "ro": False, "children": [
+         {"name": "/dev/vda1", "type": "part", "size": 10736369664, "fstype": "ext4", "label": "rootfs",
+          "uuid": "5a1e", "serial": None, "mountpoint": "/", "pkname": "/dev/vda", "ro": False}]},
+    {"name": "/dev/vdb", "type": "disk", "size": 1048576, "fstype": "iso9660", "label": "cidata", "uuid": None,
+     "serial": "seed", "mountpoint": None, "pkname": None, "ro": True},
+    {"name": "/dev/vdc", "type": "disk", "size": 107374182400, "fstype": None, "label": None, "uuid": None,
+     "serial": "scratch01", "mountpoint": None, "pkname": None, "ro": False}]}
+
+
+def test_refuses_root_disk_and_seed(fp, tmp_path):
+    """The root disk and the cloud-init seed are never touched."""
+    fp.register(["lsblk", fp.any()], stdout=json.dumps(LSBLK), occurrences=2)
+    fp.register(["blkid", "-p", "-o", "export", fp.any()], returncode=2, occurrences=10)
+    config = make_config(tmp_path, [])
+    with pytest.raises(CommandFailed) as refused:
+        run_command(SetupDisks(), config, {"volumes": [{"match": {"serial": "root0"}, "mount": "/scratch"}]})
+    assert "root filesystem" in refused.value.message
+    with pytest.raises(CommandFailed) as refused:
+        run_command(SetupDisks(), config, {"volumes": [{"match": {"label": "cidata"}, "mount": "/scratch"}]})
+    assert refused.value.code == "disk-refused"
+
+
+def test_default_el9_pipeline_dry_run(tmp_path):
+    """The sample EL9 config's dry run prints the whole ordered plan of external commands, changing nothing."""
+    root = tmp_path / "vm"
+    (root / "etc/vmagent").mkdir(parents=True)
+    shutil.copy(REPO / "tests/fixtures/os-release/almalinux-9", root / "etc/os-release")
+    (root / "etc/vmagent/enrolment.token").write_text("t")
+    (root / "etc/vmagent/enrolment.token").chmod(0o600)
+    (root / "dev/disk/by-id").mkdir(parents=True)
+    (root / "dev/disk/by-id/virtio-scratch01").symlink_to("/dev/vdc")
+    doc = yaml.safe_load((REPO / "examples/configs/el9.yaml").read_text())
+    doc["paths"] = {"root": str(root)}
+    doc["instance"]["id"] = "i-el9"
+    cfg = tmp_path / "el9.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    before = sorted(str(p) for p in root.rglob("*"))
+    lsblk = json.dumps(LSBLK)
+    done = subprocess.run([sys.executable, "-c", f"""
+import sys
+from pytest_subprocess import FakeProcess
+with FakeProcess() as fp:
+    fp.allow_unregistered(True)
+    fp.register(["lsblk", fp.any()], stdout={lsblk!r})
+    fp.register(["blkid", "-p", "-o", "export", "/dev/vdc"], returncode=2)
+    fp.register(["blkid", fp.any()], stdout="")
+    fp.register(["bash", "-c", fp.any()], stdout="")
+    from vmagent.cli import main
+    sys.exit(main(["-c", sys.argv[1], "pilot", "run", "--dry-run"]))
+""", str(cfg)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    order = ["# check-node", "# setup-disks", "$ mkfs.xfs -f -q /dev/vdc", "write /etc/fstab",
+             "# install-cvmfs", "$ dnf install -y", "write /etc/cvmfs/default.local", "$ cvmfs_config setup",
+             "$ cvmfs_config probe lhcb.cern.ch", "# install-dirac", "DIRACOS-installer.sh", "DIRAC==8.0.50",
+             "# configure-dirac", "dirac-configure", "# setup-mjf", "# launch", "pool run &"]
+    positions = [out.find(item) for item in order]
+    assert all(p >= 0 for p in positions), [o for o, p in zip(order, positions) if p < 0]
+    assert positions == sorted(positions)
+    assert sorted(str(p) for p in root.rglob("*")) == before
