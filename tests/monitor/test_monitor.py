@@ -98,6 +98,7 @@ def test_instructions_drain_shutdown_and_refusal(tmp_path, endpoint, clock):
                              {"id": 3, "action": "rm -rf /"}, {"action": "halt"}]
     run_for(monitor, clock, 5)
     assert os.path.exists(pool_state.drain_path(config)) and monitor.status == "draining"
+    assert (tmp_path / "var/lib/dirac_drain").exists()
     assert mjf.read_features(mjf.machine_dir(config)).values["shutdowntime"] == int(clock.time() - 5 + 5000)
     assert monitor.decision is None
     run_for(monitor, clock, 65)

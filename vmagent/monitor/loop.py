@@ -12,7 +12,7 @@ import psutil
 
 from .. import mjf, plugins, schemas
 from ..clock import Clock, SystemClock
-from ..config import Config
+from ..config import Config, host_path
 from ..errors import ManagerRefused, VmagentError
 from ..pilot.command import write_atomic
 from ..pool_ce import state as pool_state
@@ -188,8 +188,7 @@ class Monitor:
 
     def drain(self, reason: str) -> None:
         write_atomic(pool_state.drain_path(self.config), reason + "\n", 0o644)
-        write_atomic(self.config.path("paths.root").rstrip("/") + "/var/lib/dirac_drain"
-                     if self.config.root not in ("", "/") else "/var/lib/dirac_drain", reason + "\n", 0o644)
+        write_atomic(host_path(self.config.root, "/var/lib/dirac_drain"), reason + "\n", 0o644)  # DIRAC pilots
         self.status = "draining"
 
     # --- halting ----------------------------------------------------------------------------------
