@@ -70,6 +70,8 @@ def agent_config(site: Dict[str, Any], image_name: str, vacuum: bool = False) ->
         commands.append({"name": "install-dirac", "options": {"version": image["dirac_version"]}})
         commands.append({"name": "configure-dirac", "options": {"cs_servers": image["cs_servers"]}})
     commands += ["setup-mjf", "launch"]
+    if image["pilot_commands"] is not None:
+        commands = list(image["pilot_commands"])
     doc = {
         "instance": {"site": site["site"], "ce": image["endpoint"], "image": image_name,
                      "vo": image.get("vo") or site["vo"], "running_pod": image["running_pod"]},
@@ -77,9 +79,9 @@ def agent_config(site: Dict[str, Any], image_name: str, vacuum: bool = False) ->
                     "ca_file": "/etc/vmagent/ca.pem" if site["manager"]["ca_file"] else None},
         "pilot": {"commands": commands},
         "mjf": {"lifetime_seconds": image["lifetime_seconds"]},
-        "slots": {"source": "manager", "cores": image["cores"]},
+        "slots": {"source": "manager", "cores": image["cores"], **image["slots"]},
         "monitor": {"endpoints": [{"name": "http"}, {"name": "log"}], "halt_action": "poweroff",
-                    "no_payloads_seconds": 1800, "lifetime_seconds": image["lifetime_seconds"]},
+                    "no_payloads_seconds": 1800, "lifetime_seconds": image["lifetime_seconds"], **image["monitor"]},
     }
     if vacuum:  # the platform fills these in when it creates the VM
         doc["mjf"]["upstream_machinefeatures"] = "##user_data_machinefeatures_url##"
@@ -102,6 +104,8 @@ def render(site: Dict[str, Any], image_name: str, enrolment_token: str, *, cloud
     pip = ["/opt/vmagent/bin/pip", "install", "--no-cache-dir", site["vmagent"]["pip_spec"]]
     if site["vmagent"]["index_url"]:
         pip += ["--index-url", site["vmagent"]["index_url"]]
+    if site["vmagent"]["find_links"]:
+        pip += ["--no-index", "--find-links", site["vmagent"]["find_links"]]
     values = {
         "site": site["site"], "image_name": image_name, "preinstalled": image["vmagent_preinstalled"],
         "vmagent_config": yaml.safe_dump(agent_config(site, image_name, vacuum), sort_keys=False),
