@@ -16,6 +16,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from importlib import resources
 from typing import Any, Dict, List, Optional
+from urllib.parse import urlsplit
 
 import jinja2
 import yaml
@@ -104,8 +105,11 @@ def render(site: Dict[str, Any], image_name: str, enrolment_token: str, *, cloud
     pip = ["/opt/vmagent/bin/pip", "install", "--no-cache-dir", site["vmagent"]["pip_spec"]]
     if site["vmagent"]["index_url"]:
         pip += ["--index-url", site["vmagent"]["index_url"]]
-    if site["vmagent"]["find_links"]:
-        pip += ["--no-index", "--find-links", site["vmagent"]["find_links"]]
+    links = site["vmagent"]["find_links"]
+    if links:
+        pip += ["--no-index", "--find-links", links]
+        if links.startswith("http://"):  # a site's own plain-HTTP wheel mirror
+            pip += ["--trusted-host", urlsplit(links).hostname or ""]
     values = {
         "site": site["site"], "image_name": image_name, "preinstalled": image["vmagent_preinstalled"],
         "vmagent_config": yaml.safe_dump(agent_config(site, image_name, vacuum), sort_keys=False),
