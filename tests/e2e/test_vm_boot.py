@@ -1,0 +1,150 @@
+"""A real VM: Debian 12 under QEMU, contextualised by rendered user data, working for a real manager.
+
+Opt in with VMAGENT_E2E=1 (CI sets it). Needs root, debootstrap, qemu-system-x86, qemu-utils and
+genisoimage. The guest reaches only two host services, each on 127.0.0.1, through QEMU guestfwd:
+the manager (10.0.2.100:8443) and a directory of wheels (10.0.2.101:8080); nothing else.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+TOOLS = ("debootstrap", "qemu-system-x86_64", "qemu-img", "genisoimage", "mkfs.ext4")
+WANTED = os.environ.get("VMAGENT_E2E") == "1"
+MISSING = [t for t in TOOLS if shutil.which(t) is None]
+if not WANTED:
+    pytest.skip("real VM boot: set VMAGENT_E2E=1 to run it", allow_module_level=True)
+if MISSING or os.geteuid() != 0:
+    pytest.skip(f"real VM boot needs root and {', '.join(MISSING) or 'nothing else'}", allow_module_level=True)
+pytest.importorskip("fastapi", reason="the manager needs vmagent[manager]")
+
+from vmagent.manager import testing  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import vmimage  # noqa: E402
+
+DEPENDENCIES = ["psutil", "requests", "pyyaml", "jinja2", "cryptography", "jsonschema"]
+
+
+def wheels(target: Path, log, python: str) -> None:
+    """vmagent's wheel, built from this checkout, and its dependencies for the guest's Python."""
+    target.mkdir()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(target), str(REPO)],
+                   check=True, stdout=log, stderr=log)
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", python,
+                    "--implementation", "cp", "--platform", "manylinux2014_x86_64", "--platform",
+                    "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64", "--platform", "any",
+                    "-d", str(target), *DEPENDENCIES], check=True, stdout=log, stderr=log)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def serve(directory: Path):
+    handler = partial(QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("suite,os_name", [("bookworm", "debian12"), ("bullseye", "debian11")])
+def test_vm_boots_works_and_halts(tmp_path, suite, os_name):
+    """The VM installs vmagent, registers, runs the queued payloads, halts itself; the manager shows it all."""
+    with open(tmp_path / "build.log", "w") as log:
+        image = vmimage.build(log, suite)
+        wheels(tmp_path / "wheels", log, vmimage.SUITES[suite])
+    wheel_server = serve(tmp_path / "wheels")
+    state = tmp_path / "manager"
+    subprocess.run([sys.executable, "-m", "vmagent", "manager", "init", "--state-dir", str(state), "--name",
+                    "10.0.2.100"], check=True, capture_output=True)
+    manager = testing.start_manager(str(state), extra=["--heartbeat-period", "5"])
+    try:
+        admin = manager.client()
+        ids = [admin.submit({"id": f"e2e-{i}", "command": ["python3", "-c", f"print(sum(range({i + 1} * 10**6)))"],
+                             "cores": 1, "wall_estimate_seconds": 30}) for i in range(3)]
+        token = admin.enrol(site="E2E.local", ce="qemu", image="e2e-image", ttl_seconds=3600)["enrolment_token"]
+        (tmp_path / "token").write_text(token)
+        site = {
+            "site": "E2E.local", "vo": "e2e",
+            "endpoints": {"qemu": {"cloud": "openstack"}},
+            "images": {"e2e-image": {
+                "endpoint": "qemu", "os": os_name, "lifetime_seconds": 3600,
+                "pilot_commands": [{"name": "check-node", "options": {"min_scratch_free_mb": 100,
+                                                                      "min_memory_mb_per_core": 100}},
+                                   "check-credentials", "setup-mjf", "launch"],
+                "slots": {"poll_seconds": 2},
+                "monitor": {"period_seconds": 5, "check_seconds": 2, "no_payloads_seconds": 20,
+                            "fizzle_seconds": 600}}},
+            "manager": {"url": "https://10.0.2.100:8443", "ca_file": str(state / "ca.pem")},
+            "vmagent": {"pip_spec": "vmagent", "find_links": "http://10.0.2.101:8080/"},
+        }
+        (tmp_path / "site.yaml").write_text(yaml.safe_dump(site))
+        seed = tmp_path / "seed"
+        seed.mkdir()
+        subprocess.run([sys.executable, "-m", "vmagent", "userdata", "render", "--site", str(tmp_path / "site.yaml"),
+                        "--image", "e2e-image", "--token-file", str(tmp_path / "token"), "--format", "cloud-config",
+                        "-o", str(seed / "user-data")], check=True)
+        (seed / "meta-data").write_text(f"instance-id: e2e-{int(time.time())}\nlocal-hostname: vmagent-e2e\n")
+        subprocess.run(["genisoimage", "-quiet", "-output", str(tmp_path / "seed.iso"), "-volid", "cidata", "-joliet",
+                        "-rock", str(seed / "user-data"), str(seed / "meta-data")], check=True)
+        overlay = tmp_path / "disk.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image["root.img"]), "-F", "raw",
+                        str(overlay)], check=True)
+        port = manager.url.rsplit(":", 1)[1]
+        relay = f"{sys.executable} {Path(__file__).parent / 'forward.py'} 127.0.0.1"  # one per connection
+        net = (f"user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:8443-cmd:{relay} {port},"
+               f"guestfwd=tcp:10.0.2.101:8080-cmd:{relay} {wheel_server.server_address[1]}")
+        console = tmp_path / "console.log"
+        started = time.monotonic()
+        qemu = subprocess.run(
+            ["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-m", "2048", "-smp", "2",
+             "-nographic", "-no-reboot", "-kernel", str(image["vmlinuz"]), "-initrd", str(image["initrd.img"]),
+             "-append", "root=LABEL=rootfs rw console=ttyS0", "-drive", f"if=virtio,file={overlay},format=qcow2",
+             "-drive", f"if=virtio,file={tmp_path / 'seed.iso'},format=raw,readonly=on",
+             "-netdev", net, "-device", "virtio-net-pci,netdev=n0", "-serial", f"file:{console}",
+             "-monitor", "none", "-display", "none"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1200)
+        print(f"VM ran for {time.monotonic() - started:.0f} s")
+        text = console.read_text(errors="replace")
+        assert qemu.returncode == 0, qemu.stderr + text[-3000:]
+        vms = [v for v in admin.vms() if v["image"] == "e2e-image"]
+        assert len(vms) == 1, text[-4000:]
+        vm = admin.vm(vms[0]["id"])
+        assert vm["state"] == "halted" and vm["vacuum_code"] == 200, vm
+        outcomes = {p["id"]: p["outcome"] for p in admin.payloads(limit=100)}
+        assert all(outcomes[i] == "done" for i in ids), outcomes
+        assert token not in text, "the enrolment token leaked into the console log"
+        guest_logs = guest_files(tmp_path, overlay, ["/var/log/cloud-init.log", "/var/log/cloud-init-output.log",
+                                                     "/var/log/vmagent/heartbeats.jsonl", "/var/log/syslog"])
+        assert guest_logs and token not in guest_logs, "the enrolment token leaked into a guest log"
+    finally:
+        manager.stop()
+        wheel_server.shutdown()
+        wheel_server.server_close()
+
+
+def guest_files(tmp_path: Path, overlay: Path, paths) -> str:
+    """The text of files in the guest's disk after it stopped, read with debugfs (nothing is mounted)."""
+    raw = tmp_path / "disk.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(overlay), str(raw)], check=True)
+    found = []
+    for path in paths:
+        done = subprocess.run(["debugfs", "-R", f"cat {path}", str(raw)], capture_output=True, text=True)
+        found.append(done.stdout)
+    raw.unlink()
+    return "\n".join(found)
