@@ -19,7 +19,7 @@ import psutil
 
 from .. import mjf, plugins
 from ..clock import Clock, SystemClock
-from ..config import Config
+from ..config import Config, host_path
 from ..errors import VmagentError
 from . import executor, state
 from .allocator import Allocator
@@ -41,8 +41,15 @@ class SlotManager:
         memory = self.settings["memory_mb"] or max(
             1, psutil.virtual_memory().total // 2**20 - self.settings["memory_reserve_mb"])
         self.allocator = Allocator(range(cores), int(memory))
-        self.policy = policy or plugins.load(plugins.GROUPS["masonry_policies"], self.settings["policy"])()
-        self.source = source or plugins.load(plugins.GROUPS["payload_sources"], self.settings["source"])(config)
+        self.mode = self.settings["mode"]
+        if self.mode == "pilots":
+            from .sources.pilots import PilotsSource
+
+            self.policy = policy or plugins.load(plugins.GROUPS["masonry_policies"], "fifo")()
+            self.source = source or PilotsSource(config, self.clock)
+        else:
+            self.policy = policy or plugins.load(plugins.GROUPS["masonry_policies"], self.settings["policy"])()
+            self.source = source or plugins.load(plugins.GROUPS["payload_sources"], self.settings["source"])(config)
         self.learner = RuntimeLearner(self.settings["default_runtime_seconds"])
         self.running: Dict[str, Dict[str, Any]] = {}
         self.held: Dict[str, Dict[str, Any]] = {}  # taken from the source, not started yet
@@ -91,6 +98,10 @@ class SlotManager:
         if os.path.exists(state.drain_path(self.config)) and not self.allocator.draining:
             log.info("drain requested: starting nothing new, %d payloads still running", len(self.running))
             self.allocator.drain()
+            if self.mode == "pilots":  # DIRAC pilots check this file every JobAgent cycle
+                from ..pilot.command import write_atomic
+
+                write_atomic(host_path(self.config.root, "/var/lib/dirac_drain"), "drain\n", 0o644)
             changed = True
         if self.stopping:
             changed |= self.stop_all()
@@ -109,6 +120,8 @@ class SlotManager:
             return False
         if self.stopping or self.allocator.draining:
             return True
+        if self.mode == "pilots":
+            return bool(self.source.exhausted())
         return bool(self.settings["exit_when_idle"] and not self.held and not self._offers_left())
 
     def _offers_left(self) -> bool:
@@ -154,7 +167,7 @@ class SlotManager:
         for payload in offers:
             if payload["id"] not in self.running:
                 candidates.setdefault(payload["id"], payload)
-                if self.source.name != "spool":
+                if getattr(self.source, "leased", False):
                     self.held[payload["id"]] = payload  # leased to us: must not be forgotten
         if not candidates:
             return bool(offers)
@@ -316,11 +329,11 @@ class SlotManager:
     def save(self) -> None:
         running = [{k: v for k, v in e.items() if k != "popen"} | {"id": pid} for pid, e in self.running.items()]
         state.save(self.config, {
-            "pid": os.getpid(), "mode": "pool", "updated": self.clock.time(), "draining": self.allocator.draining,
+            "pid": os.getpid(), "mode": self.mode, "updated": self.clock.time(), "draining": self.allocator.draining,
             "total_cores": self.allocator.total_cores, "free_cores": self.allocator.free_cores,
             "total_memory_mb": self.allocator.total_memory_mb, "free_memory_mb": self.allocator.free_memory_mb,
             "running": running, "held": list(self.held.values()), "counts": dict(self.counts),
-            "vacuum_codes": [], **self.stamps})
+            "vacuum_codes": list(getattr(self.source, "vacuum_codes", [])), **self.stamps})
 
     def recover(self) -> None:
         """Re-adopt what a previous slot manager left running; report what finished or vanished."""

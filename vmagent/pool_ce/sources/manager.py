@@ -16,6 +16,7 @@ class ManagerSource:
     """Claims payloads that fit the free cores, memory and remaining lifetime; reports results."""
 
     name = "manager"
+    leased = True  # what it offers is already ours: keep it until it runs
 
     def __init__(self, config: Config) -> None:
         from ...manager.client import ManagerClient, vm_credentials

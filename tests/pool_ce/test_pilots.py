@@ -1,0 +1,61 @@
+"""Pilots mode: supervised pilot processes with a restart policy and black-hole detection."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+
+def run_pool(tmp_path, pilot, cores=2):
+    cfg = tmp_path / "vmagent.yaml"
+    cfg.write_text(yaml.safe_dump({"instance": {"id": "i-pilots"}, "paths": {"root": str(tmp_path / "root")},
+                                   "slots": {"mode": "pilots", "cores": cores, "memory_mb": 2000,
+                                             "poll_seconds": 0.2, "pilot": pilot}}))
+    done = subprocess.run([sys.executable, "-m", "vmagent", "-c", str(cfg), "pool", "run"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    state = json.loads((tmp_path / "root/var/lib/vmagent/pool/state.json").read_text())
+    return state, done.stderr
+
+
+def test_pilots_without_work_retire_their_slots(tmp_path):
+    """Each slot runs its pilot with its core count; 'no more work' exits retire the slots: code 300 each."""
+    marker = tmp_path / "ran"
+    code = f"import os,sys; open({str(marker)!r} + sys.argv[1], 'w').write(os.environ['JOBFEATURES'])"
+    state, _ = run_pool(tmp_path, {"argv": [sys.executable, "-c", code, "{slot}"], "cores_per_pilot": 1})
+    assert sorted(p.name for p in tmp_path.glob("ran*")) == ["ran0", "ran1"]
+    assert state["mode"] == "pilots" and state["vacuum_codes"] == [300, 300] and state["counts"]["done"] == 2
+
+
+def test_failing_pilots_back_off_then_black_hole(tmp_path):
+    """Pilots that keep dying at once are restarted with backoff until the node is declared a black hole."""
+    state, log = run_pool(tmp_path, {"argv": [sys.executable, "-c", "raise SystemExit(1)"], "count": 1,
+                                     "backoff_seconds": 0.1, "min_lifetime_seconds": 30, "black_hole_after": 3})
+    assert state["counts"]["failed"] == 3 and state["vacuum_codes"] == [700, 700, 700]
+    assert "black hole" in log and "restarting in 0.1 s" in log and "restarting in 0.2 s" in log
+
+
+def test_drain_stops_new_pilots_and_tells_dirac(tmp_path):
+    """A drain request lets running pilots finish, starts no new one, and creates /var/lib/dirac_drain."""
+    import time
+
+    cfg = tmp_path / "vmagent.yaml"
+    cfg.write_text(yaml.safe_dump({"instance": {"id": "i-drain"}, "paths": {"root": str(tmp_path / "root")},
+                                   "slots": {"mode": "pilots", "cores": 2, "memory_mb": 2000, "poll_seconds": 0.2,
+                                             "pilot": {"argv": [sys.executable, "-c", "import time; time.sleep(1.5)"],
+                                                       "no_work_exit_codes": [99]}}}))
+    proc = subprocess.Popen([sys.executable, "-m", "vmagent", "-c", str(cfg), "pool", "run"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = tmp_path / "root/var/lib/vmagent/pool/state.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (state_file.exists() and json.loads(state_file.read_text())["running"]):
+        time.sleep(0.05)
+    (tmp_path / "root/run/vmagent").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "root/run/vmagent/drain").write_text("test\n")
+    assert proc.wait(timeout=30) == 0
+    state = json.loads(state_file.read_text())
+    assert state["draining"] and state["counts"]["done"] == 2 and state["vacuum_codes"] == [200, 200]
+    assert (tmp_path / "root/var/lib/dirac_drain").exists()
