@@ -114,7 +114,7 @@ def test_proxy_chain(tmp_path):
 
 
 @pytest.mark.parametrize("os_name,family,version", [
-    ("almalinux-9", "el", "9"), ("rocky-8", "el", "8"), ("centos-stream-9", "el", "9"),
+    ("almalinux-9", "el", "9"), ("rocky-9", "el", "9"), ("rocky-8", "el", "8"), ("centos-stream-9", "el", "9"),
     ("debian-11", "debian", "11"), ("debian-12", "debian", "12"), ("ubuntu-22.04", "ubuntu", "22.04"),
     ("ubuntu-24.04", "ubuntu", "24.04")])
 def test_check_node_supported_systems(vm_root, os_name, family, version):
