@@ -148,3 +148,25 @@ with FakeProcess() as fp:
     assert all(p >= 0 for p in positions), [o for o, p in zip(order, positions) if p < 0]
     assert positions == sorted(positions)
     assert sorted(str(p) for p in root.rglob("*")) == before
+
+
+def test_swap_file_created_once(fp, tmp_path):
+    """A swap file is allocated, made and enabled once, recorded in fstab; other swap entries stay."""
+    config = make_config(tmp_path, [])
+    fstab = Path(config.root) / "etc/fstab"
+    fstab.parent.mkdir(parents=True, exist_ok=True)
+    fstab.write_text("/dev/vdb1 none swap defaults 0 0\n")
+    swap = str(Path(config.root) / "scratch/swapfile")
+    fp.register(["fallocate", "-l", "512M", swap])
+    fp.register(["chmod", "600", swap])
+    fp.register(["mkswap", swap])
+    fp.register(["swapon", swap], occurrences=2)
+    options = {"swap_file": {"path": "/scratch/swapfile", "size_mb": 512}}
+    result, _ = run_command(SetupDisks(), config, options)
+    assert result.facts["swap_file"] == "/scratch/swapfile"
+    Path(swap).parent.mkdir(parents=True, exist_ok=True)
+    Path(swap).write_text("")
+    run_command(SetupDisks(), config, options)
+    assert fp.call_count(["mkswap", swap]) == 1 and fp.call_count(["swapon", swap]) == 2
+    assert fstab.read_text().splitlines() == ["/dev/vdb1 none swap defaults 0 0",
+                                             "/scratch/swapfile none swap defaults,nofail 0 0"]

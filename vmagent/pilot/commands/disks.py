@@ -38,22 +38,26 @@ class SetupDisks:
                     "options": {"type": "string", "default": "defaults"},
                 }}},
             "device_timeout": {"type": "integer", "minimum": 1, "default": 30},
+            "swap_file": {"type": ["object", "null"], "default": None, "additionalProperties": False,
+                          "required": ["path", "size_mb"], "description": "optional swap file, e.g. on scratch",
+                          "properties": {"path": {"type": "string", "pattern": "^/"},
+                                         "size_mb": {"type": "integer", "minimum": 1}}},
         },
     }
 
     def run(self, ctx: Context) -> Result:
         volumes = ctx.options["volumes"]
-        if not volumes:
+        if not volumes and not ctx.options["swap_file"]:
             return Result(skipped="no volumes configured")
-        devices = _flatten(json.loads(ctx.run(LSBLK, read_only=True).stdout or '{"blockdevices": []}')["blockdevices"])
-        for device in devices:
-            if not device.get("uuid") and device.get("type") in ("disk", "part", "loop", "raid0", "lvm"):
-                device.update(_probe(ctx, device["name"]))  # without udev, lsblk may miss a new filesystem
+        devices = _devices(ctx) if volumes else []
         mounted = []
         for volume in volumes:
             device = self._find(ctx, devices, volume["match"])
             mounted.append(self._prepare(ctx, device, volume))
-        return Result(facts={"disks": mounted})
+        facts: Dict[str, Any] = {"disks": mounted}
+        if ctx.options["swap_file"]:
+            facts["swap_file"] = _swap_file(ctx, ctx.options["swap_file"])
+        return Result(facts=facts)
 
     def _find(self, ctx: Context, devices: List[Dict[str, Any]], match: Dict[str, str]) -> Dict[str, Any]:
         key, wanted = next(iter(match.items()))
@@ -98,14 +102,50 @@ class SetupDisks:
     def _fstab(self, ctx: Context, uuid: str, target: str, volume: Dict[str, Any]) -> None:
         source = f"UUID={uuid}" if not uuid.startswith("/") else uuid
         options = f"{volume['options']},nofail,x-systemd.device-timeout={ctx.options['device_timeout']}s"
-        line = f"{source} {target} {volume['fstype']} {options} 0 2"
-        path = ctx.path("/etc/fstab")
-        current = ""
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as fh:
-                current = fh.read()
-        kept = [entry for entry in current.splitlines() if entry.split()[1:2] != [target]]
-        ctx.write_file("/etc/fstab", "\n".join(kept + [line]) + "\n", 0o644)
+        _fstab_line(ctx, target, f"{source} {target} {volume['fstype']} {options} 0 2")
+
+
+def _fstab_line(ctx: Context, target: str, line: str) -> None:
+    """Replace the fstab entry for ``target`` with ``line``."""
+    path = ctx.path("/etc/fstab")
+    current = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            current = fh.read()
+    field = 0 if target == "none" else 1  # swap entries are keyed by their file
+    key = line.split()[field:field + 1]
+    kept = [entry for entry in current.splitlines() if entry.split()[field:field + 1] != key]
+    ctx.write_file("/etc/fstab", "\n".join(kept + [line]) + "\n", 0o644)
+
+
+def _devices(ctx: Context) -> List[Dict[str, Any]]:
+    """Every block device, flattened, with blkid filling what lsblk missed."""
+    devices = _flatten(json.loads(ctx.run(LSBLK, read_only=True).stdout or '{"blockdevices": []}')["blockdevices"])
+    for device in devices:
+        if not device.get("uuid") and device.get("type") in ("disk", "part", "loop", "raid0", "lvm"):
+            device.update(_probe(ctx, device["name"]))  # without udev, lsblk may miss a new filesystem
+    return devices
+
+
+def _swap_file(ctx: Context, spec: Dict[str, Any]) -> str:
+    """Create, enable and record a swap file once; an existing file is only switched on."""
+    path, host = spec["path"], ctx.path(spec["path"])
+    if not os.path.exists(host):
+        ctx.run(["fallocate", "-l", f"{spec['size_mb']}M", host])
+        ctx.run(["chmod", "600", host])
+        ctx.run(["mkswap", host])
+    if not _swap_active(host):
+        ctx.run(["swapon", host])
+    _fstab_line(ctx, "none", f"{path} none swap defaults,nofail 0 0")
+    return path
+
+
+def _swap_active(host: str) -> bool:
+    try:
+        with open("/proc/swaps", encoding="utf-8") as fh:
+            return any(line.split()[:1] == [host] for line in fh.read().splitlines()[1:])
+    except OSError:
+        return False
 
 
 def _probe(ctx: Context, device: str) -> Dict[str, Any]:
