@@ -118,12 +118,22 @@ def _fetch(base: str, key: str, timeout: float, retries: int) -> str:
     import urllib.request
 
     url = base.rstrip("/") + "/" + key
+    cached = _CACHE.get(url)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[2]  # Cache-Control max-age still fresh: no request
     for attempt in range(retries + 1):
+        request = urllib.request.Request(url)
+        if cached is not None and cached[1]:
+            request.add_header("If-None-Match", cached[1])
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - http(s) only
-                data: bytes = answer.read(4096)
-                return data.decode("utf-8", "replace")
+            with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 - http(s) only
+                text = answer.read(4096).decode("utf-8", "replace")
+                _remember(url, answer.headers, text)
+                return text
         except urllib.error.HTTPError as exc:
+            if exc.code == 304 and cached is not None:
+                _remember(url, exc.headers, cached[2])
+                return cached[2]
             if exc.code == 404:
                 raise FileNotFoundError(url) from None
             if exc.code < 500 or attempt == retries:
@@ -133,6 +143,22 @@ def _fetch(base: str, key: str, timeout: float, retries: int) -> str:
                 raise OSError(f"{url}: {getattr(exc, 'reason', exc)}") from None
         time.sleep(0.2 * 2 ** attempt)
     raise OSError(url)
+
+
+_CACHE: Dict[str, Tuple[float, str, str]] = {}  # url -> (fresh until, ETag, text)
+MAX_AGE = re.compile(r"max-age=(\d+)")
+
+
+def _remember(url: str, headers: Any, text: str) -> None:
+    """Keep a value with its ETag and freshness so that re-reads honour the server's cache headers."""
+    control = (headers.get("Cache-Control") or "") if headers is not None else ""
+    etag = (headers.get("ETag") or "") if headers is not None else ""
+    age = MAX_AGE.search(control)
+    if "no-store" in control or (not etag and not age):
+        _CACHE.pop(url, None)
+        return
+    fresh = 0 if age is None or "no-cache" in control else int(age.group(1))
+    _CACHE[url] = (time.monotonic() + fresh, etag, text)
 
 
 def machine_dir(config: Config) -> str:
