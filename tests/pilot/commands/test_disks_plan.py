@@ -170,3 +170,32 @@ def test_swap_file_created_once(fp, tmp_path):
     assert fp.call_count(["mkswap", swap]) == 1 and fp.call_count(["swapon", swap]) == 2
     assert fstab.read_text().splitlines() == ["/dev/vdb1 none swap defaults 0 0",
                                              "/scratch/swapfile none swap defaults,nofail 0 0"]
+
+
+def test_stripe_blank_members_once(fp, tmp_path):
+    """Two blank volumes become one RAID 0, formatted and mounted once; a member with data is refused."""
+    two = {"blockdevices": [
+        {"name": "/dev/vdb", "type": "disk", "size": 1, "fstype": None, "label": None, "uuid": None,
+         "serial": "s1", "mountpoint": None, "pkname": None, "ro": False},
+        {"name": "/dev/vdc", "type": "disk", "size": 1, "fstype": None, "label": None, "uuid": None,
+         "serial": "s2", "mountpoint": None, "pkname": None, "ro": False}]}
+    config = make_config(tmp_path, [])
+    fp.register(["lsblk", fp.any()], stdout=json.dumps(two))
+    fp.register(["blkid", "-p", "-o", "export", fp.any()], returncode=2, occurrences=3)
+    fp.register(["mdadm", "--create", "/dev/md/scratch", "--run", "--level=0", "--raid-devices=2",
+                 "/dev/vdb", "/dev/vdc"])
+    fp.register(["mkfs.xfs", "-f", "-q", "/dev/md/scratch"])
+    fp.register(["blkid", "-s", "UUID", "-o", "value", "/dev/md/scratch"], stdout="1234-abcd\n")
+    fp.register(["mkdir", fp.any()])
+    fp.register(["mount", "/dev/md/scratch", fp.any()])
+    stripe = {"members": [{"serial": "s1"}, {"serial": "s2"}], "mount": "/scratch", "name": "scratch"}
+    result, _ = run_command(SetupDisks(), config, {"stripe": stripe})
+    assert result.facts["disks"][0]["uuid"] == "1234-abcd" and result.facts["disks"][0]["formatted"]
+    assert "UUID=1234-abcd /scratch xfs" in (Path(config.root) / "etc/fstab").read_text()
+    two["blockdevices"][1]["fstype"] = "ext4"
+    two["blockdevices"][1]["uuid"] = "u2"
+    fp.register(["lsblk", fp.any()], stdout=json.dumps(two))
+    fp.register(["blkid", "-p", "-o", "export", fp.any()], returncode=2)
+    with pytest.raises(CommandFailed) as refused:
+        run_command(SetupDisks(), config, {"stripe": stripe})
+    assert refused.value.code == "disk-refused" and "not all blank" in refused.value.message

@@ -25,12 +25,13 @@ class SetupDisks:
     defaults = {"timeout": 600.0}
     options_schema: Dict[str, Any] = {
         "type": "object", "additionalProperties": False,
+        "$defs": {"match": {"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+                            "properties": {k: {"type": "string", "minLength": 1} for k in MATCH_KEYS}}},
         "properties": {
             "volumes": {"type": "array", "default": [], "items": {
                 "type": "object", "additionalProperties": False, "required": ["match", "mount"],
                 "properties": {
-                    "match": {"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
-                              "properties": {k: {"type": "string", "minLength": 1} for k in MATCH_KEYS}},
+                    "match": {"$ref": "#/$defs/match"},
                     "mount": {"type": "string", "pattern": "^/"},
                     "fstype": {"enum": ["ext4", "xfs"], "default": "ext4"},
                     "force": {"type": "boolean", "default": False, "description": "reformat even with a filesystem"},
@@ -38,6 +39,16 @@ class SetupDisks:
                     "options": {"type": "string", "default": "defaults"},
                 }}},
             "device_timeout": {"type": "integer", "minimum": 1, "default": 30},
+            "stripe": {"type": ["object", "null"], "default": None, "additionalProperties": False,
+                       "required": ["members", "mount"],
+                       "description": "several blank volumes as one RAID 0 (mdadm) mounted once",
+                       "properties": {
+                           "members": {"type": "array", "minItems": 2, "items": {"$ref": "#/$defs/match"}},
+                           "mount": {"type": "string", "pattern": "^/"},
+                           "name": {"type": "string", "pattern": "^[a-z0-9-]+$", "default": "vmagent-scratch"},
+                           "fstype": {"enum": ["ext4", "xfs"], "default": "xfs"},
+                           "owner": {"type": ["string", "null"], "default": None},
+                           "options": {"type": "string", "default": "defaults"}}},
             "swap_file": {"type": ["object", "null"], "default": None, "additionalProperties": False,
                           "required": ["path", "size_mb"], "description": "optional swap file, e.g. on scratch",
                           "properties": {"path": {"type": "string", "pattern": "^/"},
@@ -47,13 +58,16 @@ class SetupDisks:
 
     def run(self, ctx: Context) -> Result:
         volumes = ctx.options["volumes"]
-        if not volumes and not ctx.options["swap_file"]:
+        stripe = ctx.options["stripe"]
+        if not volumes and not stripe and not ctx.options["swap_file"]:
             return Result(skipped="no volumes configured")
-        devices = _devices(ctx) if volumes else []
+        devices = _devices(ctx) if volumes or stripe else []
         mounted = []
         for volume in volumes:
             device = self._find(ctx, devices, volume["match"])
             mounted.append(self._prepare(ctx, device, volume))
+        if stripe:
+            mounted.append(self._stripe(ctx, devices, stripe))
         facts: Dict[str, Any] = {"disks": mounted}
         if ctx.options["swap_file"]:
             facts["swap_file"] = _swap_file(ctx, ctx.options["swap_file"])
@@ -78,6 +92,21 @@ class SetupDisks:
                 d.get("mountpoint") == "/" and d.get("pkname") == device["name"] for d in devices):
             raise CommandFailed(f"{device['name']} holds the root filesystem: refused", code="disk-refused")
         return device
+
+    def _stripe(self, ctx: Context, devices: List[Dict[str, Any]], stripe: Dict[str, Any]) -> Dict[str, Any]:
+        """Create the RAID 0 from blank members once (members already in an array are reused), then mount it."""
+        members = [self._find(ctx, devices, match)["name"] for match in stripe["members"]]
+        md = f"/dev/md/{stripe['name']}"
+        kinds = {next((d.get("fstype") for d in devices if d["name"] == m), None) for m in members}
+        if kinds == {"linux_raid_member"}:
+            ctx.run(["mdadm", "--assemble", md, *members], check=False)
+        elif kinds == {None}:
+            ctx.run(["mdadm", "--create", md, "--run", "--level=0", f"--raid-devices={len(members)}", *members])
+        else:
+            raise CommandFailed(f"stripe members {', '.join(members)} are not all blank", code="disk-refused",
+                                hint="stripe only blank volumes; mount volumes with data one by one")
+        volume = {**stripe, "force": False}
+        return self._prepare(ctx, {"name": md}, volume)
 
     def _prepare(self, ctx: Context, device: Dict[str, Any], volume: Dict[str, Any]) -> Dict[str, Any]:
         name, target = device["name"], volume["mount"]
