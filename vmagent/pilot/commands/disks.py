@@ -97,6 +97,8 @@ class SetupDisks:
         """Create the RAID 0 from blank members once (members already in an array are reused), then mount it."""
         members = [self._find(ctx, devices, match)["name"] for match in stripe["members"]]
         md = f"/dev/md/{stripe['name']}"
+        if os.path.ismount(ctx.path(stripe["mount"])):
+            return {"device": md, "mount": stripe["mount"], "formatted": False}
         kinds = {next((d.get("fstype") for d in devices if d["name"] == m), None) for m in members}
         if kinds == {"linux_raid_member"}:
             ctx.run(["mdadm", "--assemble", md, *members], check=False)
