@@ -76,3 +76,21 @@ def test_config_env_var_and_show(tmp_path):
     shown = yaml.safe_load(done.stdout)
     assert shown["instance"]["id"] == "i-env" and shown["slots"]["policy"] == "backfill"
     assert vmagent("config", "schema").stdout.lstrip().startswith("{")
+
+
+def test_plan_shows_resolved_steps_and_changes_nothing(tmp_path):
+    """'pilot plan' lists each step with its timeout, retries, flags and options, and writes nothing."""
+    root = tmp_path / "root"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"paths": {"root": str(root)}, "instance": {"id": "i-plan"}, "pilot": {"commands": [
+        {"name": "exec", "options": {"argv": ["true"]}, "retries": 2, "backoff": 3, "once_per_instance": True,
+         "env": {"SITE": "x"}},
+        {"name": "install-cvmfs", "options": {"repositories": ["lhcb.cern.ch"]}, "skip": "baked image"}]}}))
+    done = vmagent("-c", str(cfg), "pilot", "plan")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"# pilot plan from {cfg} for instance i-plan"
+    assert lines[1] == " 1. exec  (timeout 600s, retries 2, backoff 3s, on failure abort, once per instance)"
+    assert '"argv": ["true"]' in lines[2] and lines[3].strip() == "exports: SITE"
+    assert lines[4] == " 2. install-cvmfs  (skipped: baked image)"
+    assert not root.exists()

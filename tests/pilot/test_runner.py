@@ -104,3 +104,22 @@ def test_skip_keeps_step_with_reason(tmp_path, clock):
     """A step configured with skip is recorded as skipped with that reason and not run."""
     status = Runner(make_config(tmp_path, [step("raise SystemExit(1)", skip="not here")]), clock=clock).run()
     assert status.steps[0].outcome == "skipped" and status.steps[0].reason == "not here"
+
+
+def test_crashing_command_is_a_failed_step_not_a_traceback(tmp_path, clock, monkeypatch):
+    """A command raising an unexpected exception fails its step with code command-crashed."""
+    import vmagent.pilot.runner as runner_mod
+
+    class Crashing:
+        name = "exec"
+
+        def run(self, ctx):
+            raise ZeroDivisionError("bug in a plugin")
+
+    config = make_config(tmp_path, [step("print('never run')")])
+    monkeypatch.setattr(runner_mod.plugins, "load", lambda group, name: Crashing)
+    with pytest.raises(PipelineFailed) as failed:
+        Runner(config, clock=clock).run()
+    assert "command-crashed" in failed.value.message
+    error = status_of(tmp_path)["steps"][0]["error"]
+    assert error["code"] == "command-crashed" and "ZeroDivisionError: bug in a plugin" in error["message"]
