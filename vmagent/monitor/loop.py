@@ -1,215 +1,298 @@
-"""The monitor loop: sample, heartbeat every jittered period, obey instructions, halt by policy."""
+"""The monitor loop: sample, heartbeat every jittered period, obey instructions, halt by policy.
+
+Time comes from an injected clock: heartbeats and policy checks are scheduled on its monotonic
+reading, policies judge its wall time. Signal handlers only record the signal; the loop then
+stops without halting the VM (systemd stopping or restarting the service is not a reason to halt).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
-from collections import deque
-from typing import Any, Deque, Dict, List, Optional
+import signal
+import threading
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-import psutil
-
-from .. import mjf, plugins, schemas
+from .. import mjf, plugins
 from ..clock import Clock, SystemClock
-from ..config import Config, host_path
-from ..errors import ManagerRefused, VmagentError
+from ..config import Config, apply_defaults, host_path, validation_problems
+from ..errors import ConfigError, ManagerRefused
 from ..pilot.command import write_atomic
 from ..pool_ce import state as pool_state
-from . import sdnotify
+from . import sd_notify
+from .buffer import MissedHeartbeats
 from .halt import stop_payloads
+from .instructions import Inbox, Instruction
 from .policies import Decision, Policies
-from .sampler import sample
+from .sampler import Sampler, heartbeat
 
 log = logging.getLogger("vmagent.monitor")
 
 
-class Endpoint:
-    """One endpoint with its schedule, failures in a row and what it missed during an outage."""
+class Link:
+    """One endpoint with its schedule, failures in a row, what it missed and what it is owed acks for."""
 
-    def __init__(self, name: str, plugin: Any, buffer_size: int):
-        self.name, self.plugin = name, plugin
+    def __init__(self, name: str, plugin: Any, buffer_size: int, outage_limit: Optional[float]) -> None:
+        self.name, self.plugin, self.outage_limit = name, plugin, outage_limit
         self.next_at = 0.0
         self.failures = 0
         self.last_ok: Optional[float] = None
-        self.missed: Deque[Dict[str, Any]] = deque(maxlen=buffer_size)
-        self.missed_total = 0
-        self.acks: List[int] = []  # instructions of this endpoint carried out, told in its next heartbeat
-
-    def summary(self) -> Dict[str, Any]:
-        """What was not delivered, as the heartbeat schema's ``missed`` object."""
-        loads = [m["load"][0] for m in self.missed if m.get("load")]
-        free = [m["slots"]["free_cores"] for m in self.missed if m.get("slots")]
-        found: Dict[str, Any] = {"count": self.missed_total, "first": self.missed[0]["time"],
-                                 "last": self.missed[-1]["time"]}
-        if loads:
-            found["max_load"] = max(loads)
-        if free:
-            found["min_free_cores"] = min(free)
-        return found
+        self.missed = MissedHeartbeats(buffer_size)
+        self.inbox = Inbox(name)
 
 
 class Monitor:
     """Watches the VM until a policy or an instruction says halt; ``run`` returns that decision."""
 
     def __init__(self, config: Config, *, clock: Optional[Clock] = None, rng: Optional[random.Random] = None,
-                 endpoints: Optional[Dict[str, Any]] = None, halt_action: Any = None):
+                 endpoints: Optional[Dict[str, Any]] = None, halt_action: Any = None,
+                 boot_time: Optional[float] = None) -> None:
+        from ..pilot.instance import detect_instance_id
+
         self.config, self.settings = config, config.section("monitor")
         self.clock, self.rng = clock or SystemClock(), rng or random.Random()
-        self.started = self.clock.time()
-        self.policies = Policies(self.settings, self.started, psutil.boot_time(), self.rng)
-        self.endpoints = [Endpoint(name, plugin, self.settings["buffer_size"])
-                          for name, plugin in (endpoints or self._load_endpoints()).items()]
+        self.sampler = Sampler(config, self.clock, boot_time)
+        self.policies = Policies(self.settings, self.sampler.boot_time, self.clock.time(), self.rng)
+        self.instance_id = detect_instance_id(config)
+        self.links = self._links(endpoints)
         self.halt_action = halt_action or plugins.load(
             plugins.GROUPS["halt_actions"], self.settings["halt_action"])(config)
-        self.seq, self.status = 0, "running"
+        self.started, self.seq, self.halting = self.clock.time(), 0, False
         self.decision: Optional[Decision] = None
-        self.next_check = self.started
+        self.stop_signal: Optional[int] = None
+        self.next_check = self.clock.monotonic()
+        self.watchdog = sd_notify.watchdog_seconds()
 
-    def _load_endpoints(self) -> Dict[str, Any]:
-        group = plugins.GROUPS["endpoints"]
-        found = {}
+    def _links(self, endpoints: Optional[Dict[str, Any]]) -> List[Link]:
+        size, default_limit = self.settings["buffer_size"], self.settings["outage_halt_seconds"]
+        if endpoints is not None:
+            return [Link(name, plugin, size, default_limit) for name, plugin in endpoints.items()]
+        links = []
         for i, entry in enumerate(self.settings["endpoints"]):
-            found[f"{entry['name']}#{i}"] = plugins.load(group, entry["name"])(self.config, entry.get("options", {}))
-        return found
+            cls = plugins.load(plugins.GROUPS["endpoints"], entry["name"])
+            options = dict(entry.get("options") or {})
+            schema = getattr(cls, "options_schema", {"type": "object"})
+            found = validation_problems(schema, options)
+            if found:
+                raise ConfigError(self.config.source, [(f"monitor.endpoints.{i}.options{'.' + p if p else ''}", m)
+                                                       for p, m in found])
+            apply_defaults(schema, options)
+            limit = entry.get("outage_halt_seconds", default_limit)
+            links.append(Link(f"{entry['name']}#{i}", cls(self.config, options), size, limit))
+        return links
 
-    def run(self) -> Decision:
-        sdnotify.notify("READY=1")
-        while self.decision is None:
-            self.tick()
-            if self.decision is None:
-                self.clock.sleep(max(0.05, self._next_due() - self.clock.time()))
-        self.halt(self.decision)
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def run(self, *, once: bool = False) -> Optional[Decision]:
+        """Loop until a decision (then halt) or a stop signal; ``once``: one pass, everything due now."""
+        previous = self._trap_signals()
+        try:
+            sd_notify.notify(f"READY=1\nSTATUS=watching {self.instance_id}")
+            log.info("monitor of %s: endpoints %s, halt action %s", self.instance_id,
+                     ", ".join(link.name for link in self.links) or "none", self.settings["halt_action"])
+            while self.decision is None and self.stop_signal is None:
+                self.tick()
+                if once:
+                    break
+                self._wait_until(self._next_due())
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if self.decision is not None:
+            self.halt(self.decision)
+        elif self.stop_signal is not None:
+            log.info("stopped by signal %d; the VM is not halted", self.stop_signal)
+            sd_notify.notify("STOPPING=1\nSTATUS=stopped by signal")
         return self.decision
 
-    def tick(self) -> None:
-        """Do whatever is due now: a policy check, heartbeats."""
-        now = self.clock.time()
-        sdnotify.notify(f"WATCHDOG=1\nSTATUS={self.status}, heartbeat {self.seq}")
-        if now >= self.next_check:
-            self.next_check = now + self.settings["check_seconds"]
-            self.decision = self.decision or self._check(now)
-        for endpoint in self.endpoints:
-            if now >= endpoint.next_at and self.decision is None:
-                self.beat(endpoint, now)
-        self.decision = self.decision or self._outage(now)
+    def _trap_signals(self) -> Dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {s: signal.signal(s, self._record_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _record_signal(self, signum: int, frame: Any) -> None:
+        self.stop_signal = signum
 
     def _next_due(self) -> float:
-        return min([self.next_check] + [e.next_at for e in self.endpoints])
+        due = min([self.next_check] + [link.next_at for link in self.links])
+        if self.watchdog:
+            due = min(due, self.clock.monotonic() + self.watchdog)
+        return due
 
-    def _check(self, now: float) -> Optional[Decision]:
-        shutdown_at, grace = self._shutdown()
-        body = sample(self.config, now=now, seq=self.seq, status=self.status, remaining=self._remaining(now))
-        return self.policies.check(now, body, shutdown_at, grace, pool_state.load(self.config) or {})
+    def _wait_until(self, due: float) -> None:
+        # short naps, so that a recorded signal ends the wait within a second
+        while self.stop_signal is None and self.clock.monotonic() < due:
+            self.clock.sleep(min(1.0, max(0.01, due - self.clock.monotonic())))
 
-    def _shutdown(self) -> tuple:
+    def tick(self) -> None:
+        """Do whatever is due now: a policy check, heartbeats, the outage limit."""
+        mono, now = self.clock.monotonic(), self.clock.time()
+        sd_notify.notify(f"WATCHDOG=1\nSTATUS={self.status()}, heartbeat {self.seq}")
+        sample = None
+        shutdown_at, grace = self.shutdown_time()
+        if mono >= self.next_check:
+            self.next_check = mono + self.settings["check_seconds"]
+            sample = self.sampler.take()
+            self.decision = self.decision or self.policies.check(now, sample, shutdown_at, grace)
+        for link in self.links:
+            if self.decision is None and mono >= link.next_at:
+                sample = sample or self.sampler.take()
+                self.beat(link, sample, self.remaining(now, shutdown_at))
+        self.decision = self.decision or self._outage(now)
+        if self.decision is not None:
+            log.warning("decision: %s [%s, vacuum code %d]", self.decision.reason, self.decision.policy,
+                        self.decision.vacuum_code)
+
+    def status(self) -> str:
+        """halting, draining (the drain file exists) or running."""
+        if self.halting:
+            return "halting"
+        if os.path.exists(pool_state.drain_path(self.config)):
+            return "draining"
+        return "running"
+
+    def preview(self) -> Dict[str, Any]:
+        """What one pass would send and decide now, without sending or changing anything."""
+        sample, now = self.sampler.take(), self.clock.time()
+        shutdown_at, grace = self.shutdown_time()
+        decision = self.policies.check(now, sample, shutdown_at, grace)
+        body = heartbeat(sample, instance_id=self.instance_id, seq=0, status=self.status(),
+                         remaining=self.remaining(now, shutdown_at))
+        return {"heartbeat": body, "endpoints": [link.name for link in self.links],
+                "halt_action": self.settings["halt_action"],
+                "decision": None if decision is None else {"policy": decision.policy, "reason": decision.reason,
+                                                           "vacuum_code": decision.vacuum_code}}
+
+    def shutdown_time(self) -> Tuple[Optional[float], float]:
         values = mjf.read_features(mjf.machine_dir(self.config), keys=("shutdowntime", "grace_secs")).values
         shutdown = values.get("shutdowntime")
         return (float(shutdown) if shutdown is not None else None), float(values.get("grace_secs", 0))
 
-    def _remaining(self, now: float) -> Optional[float]:
-        ends = [self._shutdown()[0]]
+    def remaining(self, now: float, shutdown_at: Optional[float]) -> Optional[float]:
+        ends = [shutdown_at] if shutdown_at is not None else []
         if self.settings["lifetime_seconds"]:
-            ends.append(self.policies.boot_time + self.settings["lifetime_seconds"])
-        known = [e for e in ends if e is not None]
-        return round(min(known) - now, 1) if known else None
+            ends.append(self.sampler.boot_time + self.settings["lifetime_seconds"])
+        return round(min(ends) - now, 1) if ends else None
 
     # --- heartbeats -------------------------------------------------------------------------------
 
-    def heartbeat_body(self, now: float, acks: Optional[List[int]] = None) -> Dict[str, Any]:
+    def body(self, link: Link, sample: Mapping[str, Any], remaining: Optional[float]) -> Dict[str, Any]:
+        """The next heartbeat for ``link``: the sample, its acks and a summary of what it missed."""
         self.seq += 1
-        body = sample(self.config, now=now, seq=self.seq, status=self.status, remaining=self._remaining(now))
+        status = self.status()
+        if status == "running" and sample["pipeline"]["outcome"] == "running":
+            status = "booting"
+        body = heartbeat(sample, instance_id=self.instance_id, seq=self.seq, status=status, remaining=remaining)
+        acks, missed = link.inbox.acks(), link.missed.summary()
         if acks:
-            body["acks"] = list(acks)
+            body["acks"] = acks
+        if missed:
+            body["missed"] = missed
         return body
 
-    def beat(self, endpoint: Endpoint, now: float) -> None:
-        body = self.heartbeat_body(now, endpoint.acks)
-        if endpoint.missed:
-            body["missed"] = endpoint.summary()
-        period = getattr(endpoint.plugin, "period", None) or self.settings["period_seconds"]
+    def beat(self, link: Link, sample: Mapping[str, Any], remaining: Optional[float]) -> None:
+        """Send one heartbeat to ``link``; on failure back off with jitter and remember it as missed."""
+        body = self.body(link, sample, remaining)
+        period = getattr(link.plugin, "period", None) or self.settings["period_seconds"]
+        mono = self.clock.monotonic()
         try:
-            answer = endpoint.plugin.send(body)
+            answer = link.plugin.send(body, sample)
         except ManagerRefused as exc:
-            log.error("%s refused heartbeat %d: %s", endpoint.name, body["seq"], exc.message)
-            endpoint.next_at = now + self._jitter(period)
+            link.missed.add(body)
+            link.next_at = mono + self._jitter(period)
+            log.error("%s refused heartbeat %d: %s", link.name, body["seq"], exc.message)
             return
-        except (VmagentError, OSError) as exc:
-            endpoint.failures += 1
-            endpoint.missed.append(body)
-            endpoint.missed_total += 1
-            delay = min(period, 5.0 * 2 ** (endpoint.failures - 1))
-            log.warning("%s unreachable (%d in a row), next try in %.0f s: %s", endpoint.name,
-                        endpoint.failures, delay, getattr(exc, "message", exc))
-            endpoint.next_at = now + self._jitter(delay)
+        except Exception as exc:  # noqa: BLE001 - an outage or a broken plugin must not stop the watchdog
+            link.failures += 1
+            link.missed.add(body)
+            delay = min(period, self._jitter(self.settings["backoff_seconds"] * 2 ** (link.failures - 1)))
+            link.next_at = mono + delay
+            log.warning("%s unreachable (%d in a row, %d heartbeats missed), next try in %.0f s: %s", link.name,
+                        link.failures, len(link.missed), delay, getattr(exc, "message", None) or repr(exc))
             return
-        if endpoint.missed:
-            log.info("%s reachable again: %d missed heartbeats summarised", endpoint.name, endpoint.missed_total)
-        endpoint.failures, endpoint.last_ok, endpoint.missed_total = 0, now, 0
-        endpoint.missed.clear()
-        endpoint.acks = []
-        endpoint.next_at = now + self._jitter(period)
-        for raw in answer if isinstance(answer, list) else []:
-            self.obey(raw, endpoint)
+        if len(link.missed):
+            log.info("%s reachable again after %d missed heartbeats (summary sent)", link.name, len(link.missed))
+        link.missed.clear()
+        link.inbox.delivered(body.get("acks", []))
+        link.failures, link.last_ok = 0, self.clock.time()
+        link.next_at = mono + self._jitter(getattr(link.plugin, "period", None) or self.settings["period_seconds"])
+        for instruction in link.inbox.accept(answer):
+            self.obey(instruction)
 
-    def _jitter(self, period: float) -> float:
+    def _jitter(self, seconds: float) -> float:
         spread = self.settings["jitter_fraction"]
-        return period * (1 + self.rng.uniform(-spread, spread))
+        return float(seconds) * (1 + self.rng.uniform(-spread, spread))
 
     def _outage(self, now: float) -> Optional[Decision]:
-        limit = self.settings["outage_halt_seconds"]
-        if not limit or not self.endpoints:
-            return None
-        last = max([e.last_ok or self.started for e in self.endpoints])
-        if now - last >= limit:
-            return Decision("outage", f"no endpoint answered for {limit:g} s", 700)
+        for link in self.links:
+            silent = now - (link.last_ok if link.last_ok is not None else self.started)
+            if link.outage_limit and silent >= link.outage_limit:
+                return Decision("outage", f"{link.name.split('#')[0]} endpoint silent for {silent:.0f} s "
+                                          f"(limit {link.outage_limit:g} s)", 700)
         return None
 
     # --- instructions -----------------------------------------------------------------------------
 
-    def obey(self, raw: Any, endpoint: Endpoint) -> None:
-        """Carry out one instruction after validating it; anything else is refused and logged."""
-        source = endpoint.name
-        problems = schemas.problems("instruction", raw)
-        if problems:
-            log.error("refused an instruction from %s: %s", source,
-                      "; ".join(f"{p or '(top)'}: {m}" for p, m in problems)[:500])
-            return
-        endpoint.acks.append(raw["id"])
-        action, reason = raw["action"], raw.get("reason") or f"requested by {source.split('#')[0]}"
-        log.info("instruction %d from %s: %s (%s)", raw["id"], source, action, reason)
-        if action == "drain":
-            self.drain(reason)
-        elif action == "halt":
-            self.decision = Decision("instruction", f"halt {reason}", 100)
-        elif action == "shutdown_at":
-            written = mjf.update_shutdowntime(self.config, float(raw["shutdown_at"]), clock=self.clock)
-            log.info("shutdown time now %d", written)
+    def obey(self, instruction: Instruction) -> None:
+        """Carry out one validated instruction (the schema allows only drain, halt and shutdown_at)."""
+        log.warning("instruction %d from %s: %s%s", instruction.id, instruction.source, instruction.action,
+                    f" ({instruction.reason})" if instruction.reason else "")
+        getattr(self, f"handle_{instruction.action}")(instruction)
+
+    def handle_drain(self, instruction: Instruction) -> None:
+        self.drain(instruction.reason or f"requested by {instruction.source.split('#')[0]}")
+
+    def handle_halt(self, instruction: Instruction) -> None:
+        by = instruction.source.split("#")[0]
+        reason = f"halt requested by {by}" + (f": {instruction.reason}" if instruction.reason else "")
+        self.decision = self.decision or Decision("instruction", reason, 100)
+
+    def handle_shutdown_at(self, instruction: Instruction) -> None:
+        written = mjf.update_shutdowntime(self.config, float(instruction.shutdown_at or 0), clock=self.clock)
+        log.warning("shutdown time now %d (asked %d)", written, int(instruction.shutdown_at or 0))
 
     def drain(self, reason: str) -> None:
-        write_atomic(pool_state.drain_path(self.config), reason + "\n", 0o644)
-        write_atomic(host_path(self.config.root, "/var/lib/dirac_drain"), reason + "\n", 0o644)  # DIRAC pilots
-        self.status = "draining"
+        """Ask the slot manager to start nothing new, and DIRAC pilots to stop matching jobs."""
+        for path in (pool_state.drain_path(self.config), host_path(self.config.root, "/var/lib/dirac_drain")):
+            if not os.path.exists(path):
+                write_atomic(path, reason + "\n", 0o644)
+        log.warning("draining: %s", reason)
 
     # --- halting ----------------------------------------------------------------------------------
 
     def halt(self, decision: Decision) -> None:
-        """Drain, stop payloads (TERM, grace, KILL), final heartbeat, shutdown_message, halt action once."""
+        """Drain, stop payloads (TERM, grace, KILL), shutdown_message, final heartbeat, halt action; once."""
+        if self.halting:
+            return
+        self.halting = True
         log.warning("halting: %s [%s, vacuum code %d]", decision.reason, decision.policy, decision.vacuum_code)
+        sd_notify.notify(f"STATUS=halting: {decision.message}")
         self.drain(f"halting: {decision.reason}")
-        self.status = "halting"
         running = (pool_state.load(self.config) or {}).get("running", [])
-        if running:
-            how = stop_payloads(running, self.settings["payload_grace_seconds"], self.clock)
-            log.warning("payloads stopped: %s", ", ".join(f"{k} {v}" for k, v in sorted(how.items())) or "none")
+        if isinstance(running, list) and running:
+            how = stop_payloads([e for e in running if isinstance(e, dict)], self.settings["payload_grace_seconds"],
+                                self.clock, tick=self._pet_watchdog)
+            log.warning("payloads stopped: %s", ", ".join(f"{k} {v}" for k, v in sorted(how.items())))
         write_atomic(os.path.join(self.config.path("paths.state_dir"), "shutdown_message"), decision.message, 0o644)
-        now = self.clock.time()
-        for endpoint in self.endpoints:
-            for final in (lambda e=endpoint: e.plugin.send(self.heartbeat_body(now, e.acks)),
-                          lambda e=endpoint: e.plugin.halting(decision)):
-                try:
-                    final()
-                except (VmagentError, OSError) as exc:
-                    log.warning("%s: final report not delivered: %s", endpoint.name, getattr(exc, "message", exc))
-        sdnotify.notify(f"STOPPING=1\nSTATUS=halting: {decision.message}")
+        self.final_reports(decision)
+        sd_notify.notify(f"STOPPING=1\nSTATUS=halting: {decision.message}")
         self.halt_action(decision)
+
+    @staticmethod
+    def _pet_watchdog() -> None:
+        sd_notify.notify("WATCHDOG=1")
+
+    def final_reports(self, decision: Decision) -> None:
+        """A last heartbeat (status halting) and the halting notice to every endpoint; failures are logged."""
+        sample = self.sampler.take()
+        remaining = self.remaining(self.clock.time(), self.shutdown_time()[0])
+        for link in self.links:
+            for what in ("final heartbeat", "halting notice"):
+                try:
+                    if what == "final heartbeat":
+                        link.plugin.send(self.body(link, sample, remaining), sample)
+                    else:
+                        link.plugin.halting(decision)
+                except Exception as exc:  # noqa: BLE001 - the VM halts whether or not the endpoint hears of it
+                    log.warning("%s: %s not delivered: %s", link.name, what, getattr(exc, "message", None) or exc)

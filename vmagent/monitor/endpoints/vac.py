@@ -1,44 +1,72 @@
-"""``vac``: the vacuum platform's $JOBOUTPUTS: a heartbeat file and ``shutdown_message``.
+"""``vac``: the vacuum platform's ``$JOBOUTPUTS`` (HSF-TN-2016-04): a heartbeat file and ``shutdown_message``.
 
-The target is a directory (default ``$JOBOUTPUTS``) or an http(s) URL taking PUT.
+The target is a directory or an http(s) URL that takes PUT (the platform's own joboutputs URL).
+The platform only looks at the heartbeat file's age; ``shutdown_message`` is one line, ``NNN text``,
+with no trailing newline.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
-from ...config import Config
-from ...errors import ManagerUnavailable
+from ...config import Config, host_path
+from ...errors import ManagerRefused, ManagerUnavailable
 from ...pilot.command import write_atomic
 
 
 class VacEndpoint:
-    """Write ``heartbeat`` on every beat and ``shutdown_message`` (``NNN text``, no newline) at the end."""
+    """Rewrite the heartbeat file on every beat; write ``shutdown_message`` when the VM halts."""
 
     name = "vac"
+    options_schema = {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "joboutputs": {"type": ["string", "null"], "default": None,
+                           "description": "a VM directory or an http(s) URL (default: $JOBOUTPUTS, "
+                                          "else <state_dir>/joboutputs)"},
+            "heartbeat_file": {"type": "string", "pattern": "^[A-Za-z0-9._-]+$", "default": "heartbeat",
+                               "description": "name of the heartbeat file the platform watches"},
+            "ca_file": {"type": ["string", "null"], "default": None,
+                        "description": "VM path of the CA bundle for an https target (default: system CAs)"},
+            "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+        },
+    }
 
     def __init__(self, config: Config, options: Mapping[str, Any]) -> None:
-        self.target = str(options.get("joboutputs") or os.environ.get("JOBOUTPUTS")
-                          or os.path.join(config.path("paths.state_dir"), "joboutputs"))
+        target = options.get("joboutputs") or os.environ.get("JOBOUTPUTS")
+        if not target:
+            target = os.path.join(config.path("paths.state_dir"), "joboutputs")
+        elif not target.startswith(("http://", "https://")) and options.get("joboutputs"):
+            target = host_path(config.root, target)
+        self.target = str(target)
+        self.heartbeat_file = str(options.get("heartbeat_file") or "heartbeat")
+        ca = options.get("ca_file")
+        self.verify: Any = host_path(config.root, ca) if ca else True
+        self.timeout = float(options.get("timeout") or 10)
+        self.period: Optional[float] = None
 
-    def send(self, heartbeat: Dict[str, Any]) -> List[Any]:
-        self._put("heartbeat", json.dumps({k: heartbeat.get(k) for k in ("time", "seq", "status", "load")}))
+    def send(self, heartbeat: Dict[str, Any], sample: Mapping[str, Any]) -> List[Any]:
+        brief = {k: heartbeat.get(k) for k in ("instance_id", "seq", "time", "status", "load", "remaining_seconds")}
+        self._put(self.heartbeat_file, json.dumps(brief, sort_keys=True) + "\n")
         return []
 
     def halting(self, decision: Any) -> None:
         self._put("shutdown_message", decision.message)
 
     def _put(self, name: str, text: str) -> None:
-        if self.target.startswith(("http://", "https://")):
-            import requests  # only a URL target pays for requests and ssl
-
-            try:
-                answer = requests.put(f"{self.target.rstrip('/')}/{name}", data=text.encode(), timeout=10)
-            except requests.RequestException as exc:
-                raise ManagerUnavailable(f"{self.target}: {exc}") from None
-            if answer.status_code >= 400:
-                raise ManagerUnavailable(f"{self.target}/{name}: HTTP {answer.status_code}")
+        if not self.target.startswith(("http://", "https://")):
+            write_atomic(os.path.join(self.target, name), text, 0o644)
             return
-        write_atomic(os.path.join(self.target, name), text, 0o644)
+        import requests  # only a URL target pays for requests and ssl
+
+        url = f"{self.target.rstrip('/')}/{name}"
+        try:
+            answer = requests.put(url, data=text.encode(), timeout=self.timeout, verify=self.verify)
+        except requests.RequestException as exc:
+            raise ManagerUnavailable(f"{url}: {exc}") from None
+        if answer.status_code >= 500:
+            raise ManagerUnavailable(f"{url}: HTTP {answer.status_code}")
+        if answer.status_code >= 400:
+            raise ManagerRefused(answer.status_code, f"{url} refused the PUT")
