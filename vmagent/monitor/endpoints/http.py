@@ -1,22 +1,44 @@
 """``http``: the reference manager (register once, heartbeat, declare halting).
 
-The connection comes from the ``manager`` section: bearer token (this VM's own after registration)
-or client certificate, TLS verified against ``manager.ca_file``. The answer is untrusted: a
-heartbeat period outside sane bounds is ignored and the instructions go back to the monitor for
-validation.
+The connection comes from the ``manager`` section: this VM's own bearer token (from
+``<state_dir>/manager.json``), TLS verified against ``manager.ca_file``, and a client certificate
+when ``manager.cert_file`` is set. A VM without a stored credential registers once through
+``vmagent.manager.client.vm_credentials`` in a short child process (under its lock, so the slot
+manager and the monitor never both register), which keeps ``requests`` out of the long-lived
+monitor. The answer is untrusted: a heartbeat period outside sane bounds is ignored and the
+instructions go back to the monitor for validation.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sys
 from typing import Any, Dict, List, Mapping, Optional
 
-from ...config import Config
-from ...errors import ManagerRefused
+from ...config import Config, host_path
+from ...errors import ConfigError, ManagerRefused, ManagerUnavailable
+from .session import JsonSession, segment
 
 log = logging.getLogger("vmagent.monitor")
 
 PERIOD_BOUNDS = (5.0, 3600.0)
+CREDENTIALS_FILE = "manager.json"  # docs/contracts.md: <state_dir>/manager.json, mode 0600
+REGISTER = """
+import json, sys
+from vmagent.config import from_dict
+from vmagent.errors import ManagerRefused, VmagentError
+from vmagent.manager.client import vm_credentials
+try:
+    vm_credentials(from_dict(json.load(sys.stdin), source=sys.argv[1]))
+except ManagerRefused as exc:
+    print(json.dumps({"refused": exc.status, "detail": exc.detail}))
+except VmagentError as exc:
+    print(json.dumps({"error": exc.code, "message": exc.message}))
+else:
+    print(json.dumps({"ok": True}))
+"""
 
 
 class HttpEndpoint:
@@ -32,22 +54,63 @@ class HttpEndpoint:
     }
 
     def __init__(self, config: Config, options: Mapping[str, Any]) -> None:
-        self.config = config
+        self.config, self.section = config, config.section("manager")
+        if not self.section["url"]:
+            raise ConfigError(config.source, [("manager.url", "is not set but the monitor's http endpoint uses it")],
+                              hint="set manager.url, e.g. https://manager.example.org:8443")
         self.follow_period = bool(options.get("follow_period", True))
+        self.credentials = os.path.join(config.path("paths.state_dir"), CREDENTIALS_FILE)
         self.vm_id: Optional[str] = None
-        self.client: Any = None
+        self.session: Optional[JsonSession] = None
         self.period: Optional[float] = None
 
-    def _connect(self) -> None:
-        from ...manager.client import ManagerClient, vm_credentials
+    def _connect(self) -> JsonSession:
+        if self.session is None:
+            stored = self._stored() or (self._register() and self._stored())
+            if not stored:
+                raise ManagerUnavailable(f"no VM credential in {self.credentials} after registering")
+            section = self.section
 
-        if self.client is None:
-            self.vm_id, _ = vm_credentials(self.config)  # registers once; raises ManagerUnavailable
-            self.client = ManagerClient.from_config(self.config)
+            def vm_path(key: str) -> Optional[str]:
+                return host_path(self.config.root, section[key]) if section[key] else None
+
+            self.vm_id = str(stored["vm_id"])
+            self.session = JsonSession(section["url"], token=str(stored["token"]), ca_file=vm_path("ca_file"),
+                                       cert_file=vm_path("cert_file"), key_file=vm_path("key_file"),
+                                       timeout=float(section["timeout"]))
+        return self.session
+
+    def _stored(self) -> Optional[Dict[str, Any]]:
+        try:
+            with open(self.credentials, encoding="utf-8") as fh:
+                doc = json.load(fh)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ManagerRefused(0, f"unreadable VM credential {self.credentials}: {exc}") from None
+        if not isinstance(doc, dict) or not doc.get("vm_id") or not doc.get("token"):
+            raise ManagerRefused(0, f"{self.credentials} must hold vm_id and token (delete it to register again)")
+        return doc
+
+    def _register(self) -> bool:
+        from ...process import run
+
+        done = run([sys.executable, "-c", REGISTER, self.config.source], input=json.dumps(self.config.plain()),
+                   timeout=3 * float(self.section["timeout"]) + 30, check=False)
+        try:
+            answer = json.loads(done.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise ManagerUnavailable(f"registration failed (exit {done.returncode}): {done.stderr[-500:]}") from None
+        if "refused" in answer:
+            raise ManagerRefused(int(answer["refused"]), str(answer["detail"]))
+        if "error" in answer:
+            raise ManagerUnavailable(f"registration failed [{answer['error']}]: {answer['message']}")
+        log.info("registered with %s", self.section["url"])
+        return True
 
     def send(self, heartbeat: Dict[str, Any], sample: Mapping[str, Any]) -> List[Any]:
-        self._connect()
-        answer = self.client.heartbeat(self.vm_id, heartbeat)
+        session = self._connect()
+        answer = session.post(f"/vms/{segment(str(self.vm_id))}/heartbeat", heartbeat)
         if not isinstance(answer, dict):
             raise ManagerRefused(200, f"heartbeat answer is not an object: {str(answer)[:200]}")
         self._follow(answer.get("heartbeat_period"))
@@ -66,6 +129,7 @@ class HttpEndpoint:
             self.period = None
 
     def halting(self, decision: Any) -> None:
-        self._connect()
-        self.client.halting(self.vm_id, f"{decision.policy}: {decision.reason}"[:1024], decision.vacuum_code,
-                            decision.message)
+        session = self._connect()
+        session.post(f"/vms/{segment(str(self.vm_id))}/halting",
+                     {"reason": f"{decision.policy}: {decision.reason}"[:1024], "vacuum_code": decision.vacuum_code,
+                      "message": decision.message})
