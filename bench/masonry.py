@@ -10,7 +10,7 @@ Figures, per policy and workload:
 - multicore share: the part of completed core-seconds done by payloads of more than one core;
 - multicore wait p50/p95: from entering the window to starting, in minutes;
 - killed: payloads still running at shutdown, summed over the VMs.
-Each workload is simulated on --vms VMs (20 by default) with different random queues; the figures
+Each workload is simulated on --vms VMs (40 by default) with different random queues; the figures
 are means over them, since one 48-hour VM is too noisy to compare policies.
 'clairvoyant' is the backfill policy fed true runtimes: the reference the others are measured against.
 
@@ -49,18 +49,27 @@ def workload(name: str, rng: random.Random) -> Tuple[int, float, List[Job]]:
         cores, lifetime, shapes = 32, 48 * HOUR, [(1, 0.7, 2.0), (8, 0.3, 4.0)]
     elif name == "whole-node-on-16":
         cores, lifetime, shapes = 16, 48 * HOUR, [(1, 0.6, 2.0), (16, 0.4, 3.0)]
-    elif name == "poor-estimates-48h":
+    elif name in ("poor-estimates-48h", "noisy-estimates-48h"):
         cores, lifetime, shapes = 32, 48 * HOUR, [(1, 0.6, 2.0), (4, 0.25, 3.0), (8, 0.15, 5.0)]
     else:
         raise SystemExit(f"unknown workload {name}")
-    noisy = name == "poor-estimates-48h"
+    # poor estimates: each kind (two per shape) misjudges its runtimes by its own factor, 0.3 to 6 x,
+    # and each payload by a further +-35 % (one sigma); noisy: every payload by an independent factor
+    # of about 2 either way, which nothing observed beforehand can correct
+    bias = {(n, k): rng.lognormvariate(0.5, 0.8) for n, _, _ in shapes for k in ("sim", "reco")}
     jobs: List[Job] = []
     work = 0.0
     while work < 2.0 * cores * lifetime:
         n, _, mean_hours = rng.choices(shapes, weights=[share for _, share, _ in shapes])[0]
+        kind = rng.choice(("sim", "reco"))
         runtime = max(300.0, rng.expovariate(1 / (mean_hours * HOUR)))
-        declared = runtime * rng.lognormvariate(0.3, 0.7) if noisy else runtime * rng.uniform(1.0, 1.5)
-        jobs.append(Job(f"j{len(jobs)}", n, runtime, declared, f"{n}c"))
+        if name == "poor-estimates-48h":
+            declared = runtime * bias[(n, kind)] * rng.lognormvariate(0.0, 0.3)
+        elif name == "noisy-estimates-48h":
+            declared = runtime * rng.lognormvariate(0.3, 0.7)
+        else:
+            declared = runtime * rng.uniform(1.0, 1.5)
+        jobs.append(Job(f"j{len(jobs)}", n, runtime, declared, f"{kind}-{n}c"))
         work += n * runtime
     return cores, lifetime, jobs
 
@@ -82,9 +91,12 @@ def simulate(policy: Any, cores: int, lifetime: float, jobs: List[Job], clairvoy
         def estimate(job: Job) -> float:
             return job.runtime if clairvoyant else learner.estimate(job.kind, job.declared)
 
+        def spread(job: Job) -> Tuple[float, ...]:
+            return (job.runtime,) if clairvoyant else learner.spread(job.kind, job.declared)
+
         view = PoolView(now, lifetime, cores, cores * 2000, free, free * 2000,
                         tuple(RunningPayload(i, j.cores, j.cores * 2000, s, e) for i, (j, s, e) in running.items()),
-                        tuple(WaitingPayload(j.id, j.cores, j.cores * 2000, estimate(j), q, j.kind)
+                        tuple(WaitingPayload(j.id, j.cores, j.cores * 2000, estimate(j), q, j.kind, spread(j))
                               for j, q in window.values()))
         for pid in policy.decide(view):
             job, queued = window[pid]
@@ -127,13 +139,13 @@ def mean(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
-WORKLOADS = ("mostly-single", "1c+8c-on-32", "whole-node-on-16", "poor-estimates-48h")
+WORKLOADS = ("mostly-single", "1c+8c-on-32", "whole-node-on-16", "poor-estimates-48h", "noisy-estimates-48h")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=12)
-    parser.add_argument("--vms", type=int, default=20, help="VMs simulated per workload; figures are their means")
+    parser.add_argument("--vms", type=int, default=40, help="VMs simulated per workload; figures are their means")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results: Dict[str, Dict[str, Any]] = {}

@@ -91,3 +91,36 @@ def test_learner_corrects_poor_estimates():
         learner.observe("sim", 100, 300)
     assert learner.estimate("sim", 100) == pytest.approx(300)
     assert learner.estimate("other", None) == 100
+
+
+def test_near_shutdown_likeliest_to_finish_first():
+    """Near the shutdown, payloads sure to finish go in priority order, then the likeliest of the rest."""
+    spread = tuple(float(s) for s in range(100, 1100, 100))  # 100 s .. 1000 s, ten samples
+    waiting = [WaitingPayload("unlikely", 1, 0, 500, 0.0, "k", tuple(s * 3 for s in spread)),  # 1 in 10
+               WaitingPayload("even", 1, 0, 500, 0.0, "k", tuple(s * 1.2 for s in spread)),  # 4 in 10
+               WaitingPayload("sure", 1, 0, 100, 0.0, "k", tuple(s / 2 for s in spread)),  # all
+               WaitingPayload("likely", 1, 0, 300, 0.0, "k", tuple(s * 0.8 for s in spread))]  # 6 in 10
+    policy = Backfill(confident=0.9, hopeful=0.3)
+    decided = policy.decide(view(waiting, free=4, shutdown=500.0))
+    assert decided == ["sure", "likely", "even"]
+    assert policy.finish_chance(view(waiting, shutdown=500.0), waiting[1]) == pytest.approx(0.4)
+    assert policy.finish_chance(view(waiting), waiting[0]) == 1.0  # no shutdown known
+
+
+def test_overrunning_payload_is_expected_to_need_more_time():
+    """A running payload past its estimate holds the reservation a further share of its run so far."""
+    running = [RunningPayload("late", 2, 0, 0.0, 1000.0)]
+    waiting = [wait("whole", 4, 100), wait("mid", 1, 400), wait("long", 1, 900)]
+    # at t=2000 'late' has run 2000 s, 1000 s over: expected to end at 2500, so 'mid' (ends 2400) fits
+    assert Backfill(overrun_fraction=0.25).decide(view(waiting, running, free=2, now=2000.0)) == ["mid"]
+
+
+def test_learner_spread_follows_observed_ratios():
+    """The spread scales the declared runtime by every observed ratio; without one, observed runtimes."""
+    learner = RuntimeLearner(default_runtime=100, quantile=0.5)
+    assert learner.spread("sim", 100) == ()
+    for ratio in (0.5, 2.0, 1.0):
+        learner.observe("sim", 100, 100 * ratio)
+    assert learner.spread("sim", 10) == pytest.approx((5.0, 10.0, 20.0))
+    assert learner.estimate("sim", 10) == pytest.approx(10.0)
+    assert learner.spread("sim", None) == pytest.approx((50.0, 100.0, 200.0))

@@ -8,12 +8,14 @@ allocator. ``waiting`` is in priority order; a whole-node payload has ``cores ==
 
 Built-ins: ``greedy`` (first fit, as DIRAC's PoolComputingElement), ``fifo`` (strict order) and
 ``backfill`` (the default): it reserves cores for the first payload that does not fit, starts others
-only where they do not delay that reservation, keeps a safety margin before the VM's shutdown, and
-treats memory as a second dimension. ``RuntimeLearner`` turns finished payloads into estimates.
+only where they do not delay that reservation, treats memory as a second dimension, and near the
+VM's shutdown starts only what is likely to finish, most likely first. ``RuntimeLearner`` turns
+finished payloads into estimates and into the spread of plausible runtimes behind them.
 """
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -31,12 +33,15 @@ class RunningPayload:
 
 @dataclass(frozen=True)
 class WaitingPayload:
+    """A payload that could start. ``runtime_spread``: plausible runtimes, ascending (may be empty)."""
+
     id: str
     cores: int
     memory_mb: int
     estimated_runtime: float
     queued_at: float
     kind: str = ""
+    runtime_spread: Tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,48 +89,85 @@ class Fifo:
         return chosen
 
 
+Shadow = Tuple[float, int, int]  # (when the reserved payload can start, spare cores, spare memory then)
+
+
 class Backfill:
-    """Reserve for the first payload that does not fit; backfill only what will not delay it."""
+    """Reserve for the first payload that does not fit; backfill only what will not delay it.
+
+    Each waiting payload gets a chance of finishing before the VM's shutdown: the share of its
+    ``runtime_spread`` that fits the time left, or, without a spread, whether its estimate plus a
+    margin (``margin_fraction`` of it, at least ``margin_seconds``) fits. Payloads at least
+    ``confident`` likely to finish are planned in priority order with the reservation; then, on
+    cores still free, those at least ``hopeful`` likely, the likeliest first (near the end an idle
+    core finishes nothing, a payload that probably finishes usually does). A running payload past its
+    estimated end is assumed to need a further ``overrun_fraction`` of the time it has run so far.
+    """
 
     name = "backfill"
 
-    def __init__(self, margin_fraction: float = 0.1, margin_seconds: float = 60.0) -> None:
+    def __init__(self, margin_fraction: float = 0.1, margin_seconds: float = 60.0, confident: float = 0.9,
+                 hopeful: float = 0.3, overrun_fraction: float = 0.25) -> None:
         self.margin_fraction = margin_fraction
         self.margin_seconds = margin_seconds
+        self.confident = confident
+        self.hopeful = hopeful
+        self.overrun_fraction = overrun_fraction
 
     def decide(self, view: PoolView) -> List[str]:
         cores, memory, chosen = view.free_cores, view.free_memory_mb, []
-        ends = [(r.estimated_end, r.cores, r.memory_mb) for r in view.running]
-        shadow: Optional[Tuple[float, int, int]] = None  # (time, spare cores, spare memory) at the reservation
-        for payload in view.waiting:
-            end = view.now + payload.estimated_runtime
-            if not self._finishes(view, payload, end):
+        ends = [(self._expected_end(view.now, r), r.cores, r.memory_mb) for r in view.running]
+        shadow: Optional[Shadow] = None
+        unsure: List[Tuple[float, int, WaitingPayload]] = []
+        for rank, payload in enumerate(view.waiting):
+            chance = self.finish_chance(view, payload)
+            if chance < self.confident:
+                if chance >= self.hopeful:
+                    unsure.append((chance, rank, payload))
                 continue
             if _fits(payload, cores, memory):
-                if shadow is None:
-                    pass
-                elif end <= shadow[0]:
-                    pass  # ends before the reserved payload needs its cores
-                elif payload.cores <= shadow[1] and payload.memory_mb <= shadow[2]:
-                    shadow = (shadow[0], shadow[1] - payload.cores, shadow[2] - payload.memory_mb)
-                else:
-                    continue
-                chosen.append(payload.id)
-                cores, memory = cores - payload.cores, memory - payload.memory_mb
-                ends.append((end, payload.cores, payload.memory_mb))
+                shadow, allowed = self._backfills(view.now + payload.estimated_runtime, payload, shadow)
+                if allowed:
+                    chosen.append(payload.id)
+                    cores, memory = cores - payload.cores, memory - payload.memory_mb
+                    ends.append((view.now + payload.estimated_runtime, payload.cores, payload.memory_mb))
             elif shadow is None:
                 shadow = self._reserve(payload, cores, memory, ends, view.now)
+        for _, _, payload in sorted(unsure, key=lambda found: (-found[0], found[1])):
+            if _fits(payload, cores, memory):
+                shadow, allowed = self._backfills(view.now + payload.estimated_runtime, payload, shadow)
+                if allowed:
+                    chosen.append(payload.id)
+                    cores, memory = cores - payload.cores, memory - payload.memory_mb
         return chosen
 
-    def _finishes(self, view: PoolView, payload: WaitingPayload, end: float) -> bool:
+    def finish_chance(self, view: PoolView, payload: WaitingPayload) -> float:
+        """How likely ``payload``, started now, ends before the VM's shutdown (1.0 without one)."""
         if view.shutdown_at is None:
-            return True
+            return 1.0
+        left = view.shutdown_at - view.now
+        if payload.runtime_spread:
+            return bisect.bisect_right(payload.runtime_spread, left) / len(payload.runtime_spread)
         margin = max(self.margin_seconds, self.margin_fraction * payload.estimated_runtime)
-        return end + margin <= view.shutdown_at
+        return 1.0 if payload.estimated_runtime + margin <= left else 0.0
+
+    def _expected_end(self, now: float, running: RunningPayload) -> float:
+        if running.estimated_end >= now:
+            return running.estimated_end
+        return now + max(60.0, self.overrun_fraction * (now - running.started_at))
+
+    @staticmethod
+    def _backfills(end: float, payload: WaitingPayload, shadow: Optional[Shadow]) -> Tuple[Optional[Shadow], bool]:
+        """Whether ``payload`` may start without delaying the reservation, and the reservation after it."""
+        if shadow is None or end <= shadow[0]:
+            return shadow, True  # nothing reserved, or it ends before the reserved payload needs its cores
+        if payload.cores <= shadow[1] and payload.memory_mb <= shadow[2]:
+            return (shadow[0], shadow[1] - payload.cores, shadow[2] - payload.memory_mb), True
+        return shadow, False
 
     @staticmethod
     def _reserve(payload: WaitingPayload, cores: int, memory: int,
-                 ends: List[Tuple[float, int, int]], now: float) -> Tuple[float, int, int]:
+                 ends: List[Tuple[float, int, int]], now: float) -> Shadow:
         """When ``payload`` could start as running payloads end, and what is spare at that time."""
         when = now
         for end, freed_cores, freed_memory in sorted(ends):
@@ -136,10 +178,16 @@ class Backfill:
 
 
 class RuntimeLearner:
-    """Runtime estimates from finished payloads of the same kind (declared estimates are often poor)."""
+    """Runtime estimates from finished payloads of the same kind (declared estimates are often poor).
 
-    def __init__(self, default_runtime: float = 3600.0, window: int = 50) -> None:
+    With a declared runtime, the observed ratios (real / declared) of the kind's last ``window``
+    finished payloads scale it: the estimate uses the ``quantile`` ratio (a little pessimism protects
+    reservations), the spread every ratio. Without one, the kind's observed runtimes stand in.
+    """
+
+    def __init__(self, default_runtime: float = 3600.0, window: int = 50, quantile: float = 0.8) -> None:
         self.default_runtime = default_runtime
+        self.quantile = quantile
         self._ratios: Dict[str, Deque[float]] = defaultdict(lambda: deque(maxlen=window))
         self._runtimes: Dict[str, Deque[float]] = defaultdict(lambda: deque(maxlen=window))
 
@@ -150,9 +198,14 @@ class RuntimeLearner:
 
     def estimate(self, kind: str, declared: Optional[float]) -> float:
         if declared and self._ratios.get(kind):
-            # the 80th percentile of observed/declared: a little pessimism protects reservations
             ratios = sorted(self._ratios[kind])
-            return declared * ratios[min(len(ratios) - 1, int(0.8 * len(ratios)))]
+            return declared * ratios[min(len(ratios) - 1, int(self.quantile * len(ratios)))]
         if self._runtimes.get(kind):
             return statistics.median(self._runtimes[kind])
         return declared or self.default_runtime
+
+    def spread(self, kind: str, declared: Optional[float]) -> Tuple[float, ...]:
+        """Plausible runtimes, ascending; empty until a payload of this kind has finished."""
+        if declared and self._ratios.get(kind):
+            return tuple(sorted(declared * ratio for ratio in self._ratios[kind]))
+        return tuple(sorted(self._runtimes.get(kind, ())))

@@ -180,10 +180,11 @@ class SlotManager:
         total = self.allocator.total_cores
         running = tuple(RunningPayload(pid, e["cores"], e["memory_mb"], e["started_at"], e["estimated_end"])
                         for pid, e in self.running.items())
+        learner = self.learner
         waiting = tuple(
             WaitingPayload(p["id"], total if p["whole_node"] else min(p["cores"], total), p["memory_mb"],
-                           self.learner.estimate(p["kind"], p["wall_estimate_seconds"]),
-                           p.get("_queued_at", now), p["kind"])
+                           learner.estimate(p["kind"], p["wall_estimate_seconds"]), p.get("_queued_at", now),
+                           p["kind"], learner.spread(p["kind"], p["wall_estimate_seconds"]))
             for p in sorted(candidates.values(), key=lambda p: -p["priority"]))
         return PoolView(now, self.shutdown_at(), total, self.allocator.total_memory_mb, self.allocator.free_cores,
                         self.allocator.free_memory_mb, running, waiting)
