@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
+import pytest
 import yaml
 
 
@@ -59,3 +65,45 @@ def test_drain_stops_new_pilots_and_tells_dirac(tmp_path):
     state = json.loads(state_file.read_text())
     assert state["draining"] and state["counts"]["done"] == 2 and state["vacuum_codes"] == [200, 200]
     assert (tmp_path / "root/var/lib/dirac_drain").exists()
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+
+@needs_root
+def test_each_slot_runs_as_its_own_user(tmp_path):
+    """slots.pilot.users: slot i runs as users[i % n] in a work directory it owns, its output files too."""
+    base = Path(tempfile.mkdtemp(prefix="vmagent-users-"))  # pytest's tmp_path is private to root
+    os.chmod(base, 0o755)
+    try:
+        found = users_run(base)
+    finally:
+        shutil.rmtree(base)
+    assert found == {0: pwd.getpwnam("nobody").pw_uid, 1: pwd.getpwnam("daemon").pw_uid}
+
+
+def users_run(base):
+    code = "import os; open('who', 'w').write(str(os.getuid()))"
+    # the system's python3: the test interpreter may live where other users cannot reach (/root)
+    state, log = run_pool(base, {"argv": ["/usr/bin/python3", "-c", code], "count": 2, "users": ["nobody", "daemon"],
+                                 "black_hole_after": 1})
+    assert state["counts"]["done"] == 2, log
+    found = {}
+    for slot in (0, 1):
+        workdir = base / f"root/scratch/payloads/pilot-{slot}-1"
+        found[slot] = int((workdir / "who").read_text())
+        assert workdir.stat().st_uid == found[slot] == (workdir / "stdout").stat().st_uid
+    return found
+
+
+def test_unknown_user_is_a_config_error(tmp_path):
+    """A user that does not exist is refused before anything starts: exit 2, the key named."""
+    cfg = tmp_path / "vmagent.yaml"
+    cfg.write_text(yaml.safe_dump({"instance": {"id": "i-users"}, "paths": {"root": str(tmp_path / "root")},
+                                   "slots": {"mode": "pilots", "cores": 1, "memory_mb": 100,
+                                             "pilot": {"argv": ["true"], "users": ["no-such-account-x"]}}}))
+    done = subprocess.run([sys.executable, "-m", "vmagent", "-c", str(cfg), "pool", "run"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert "slots.pilot.users[0]" in done.stderr and "no-such-account-x" in done.stderr
+    assert not (tmp_path / "root/var/lib/vmagent/pool/state.json").exists()

@@ -1,4 +1,4 @@
-"""Start one payload: its own session, work directory, CPUs, memory limit, environment and features.
+"""Start one payload: its own session, work directory, CPUs, memory limit, user, environment, features.
 
 The payload runs under ``/bin/sh -c '"$@"; echo $? > exit_code'`` with its argv passed as positional
 parameters (never interpreted by the shell), so that its exit code survives a restart of the slot
@@ -8,12 +8,16 @@ manager: a re-adopted payload is not our child, but its exit code still lands in
 from __future__ import annotations
 
 import os
+import pwd
 import resource
 import subprocess
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence
 
+import psutil
+
 from ..errors import CommandFailed
+from . import cgroups
 
 WRAPPER = '"$@"; rc=$?; echo $rc > .vmagent-exit-code.tmp && mv .vmagent-exit-code.tmp .vmagent-exit-code; exit $rc'
 EXIT_FILE = ".vmagent-exit-code"
@@ -40,24 +44,44 @@ def payload_env(base: Mapping[str, str], payload: Mapping[str, Any], cpus: Seque
 
 
 def start(payload: Mapping[str, Any], cpus: Sequence[int], workdir: str, env: Mapping[str, str],
-          memory_limit_mb: Optional[int]) -> Launched:
-    """Start ``payload`` pinned to ``cpus`` in a new session; stdout and stderr go to files."""
+          memory_limit_mb: Optional[int], *, cgroup: Optional[str] = None, user: Optional[str] = None) -> Launched:
+    """Start ``payload`` pinned to ``cpus`` in a new session; stdout and stderr go to files.
+
+    ``cgroup``: a group (with its memory limit) the payload enters before exec; ``memory_limit_mb``:
+    otherwise an ``RLIMIT_AS`` of that size plus 25 % (address space exceeds resident memory).
+    ``user``: run as this account (the slot manager must be root); its work directory is its own.
+    """
     os.makedirs(workdir, exist_ok=True)
     real_cpus = set(cpus)
-    limit = int(memory_limit_mb * 1.25 * 2**20) if memory_limit_mb else None
+    limit = int(memory_limit_mb * 1.25 * 2**20) if memory_limit_mb and not cgroup else None
+    account = pwd.getpwnam(user) if user else None
+    outputs = [os.path.join(workdir, name) for name in ("stdout", "stderr")]
+    if account:
+        for path in outputs:
+            open(path, "ab").close()
+        for path in [workdir, *outputs]:
+            os.chown(path, account.pw_uid, account.pw_gid)
 
     def confine() -> None:  # runs in the child between fork and exec
         os.sched_setaffinity(0, real_cpus)
+        if cgroup:
+            cgroups.enter(cgroup)
         if limit:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if account:
+            os.initgroups(account.pw_name, account.pw_gid)
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
 
-    with open(os.path.join(workdir, "stdout"), "ab") as out, open(os.path.join(workdir, "stderr"), "ab") as err:
+    if account:
+        env = dict(env, USER=account.pw_name, LOGNAME=account.pw_name)
+    with open(outputs[0], "ab") as out, open(outputs[1], "ab") as err:
         try:
             popen = subprocess.Popen(
                 ["/bin/sh", "-c", WRAPPER, "vmagent-payload", *payload["command"]],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=workdir, env=dict(env),
                 start_new_session=True, close_fds=True, preexec_fn=confine)  # noqa: PLW1509 - single-threaded
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             raise CommandFailed(f"payload {payload['id']} could not start: {exc}") from None
     return Launched(popen.pid, workdir, popen)
 
@@ -69,3 +93,28 @@ def exit_code_file(workdir: str) -> Optional[int]:
             return int(fh.read().strip())
     except (OSError, ValueError):
         return None
+
+
+def create_time(pid: int) -> Optional[float]:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def alive(pid: int, create_time: Optional[float]) -> bool:
+    """PID-reuse safe: the same pid with the same start time, and not a zombie."""
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import select
 import signal
-import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import psutil
 
 from .. import mjf, plugins
 from ..clock import Clock, SystemClock
 from ..config import Config, host_path
-from ..errors import VmagentError
-from . import executor, state
+from ..errors import CommandFailed, ConfigError, VmagentError
+from . import cgroups, executor, jobfeatures, state
 from .allocator import Allocator
 from .masonry import PoolView, RunningPayload, RuntimeLearner, WaitingPayload
 
@@ -58,6 +58,8 @@ class SlotManager:
         self.stopping = False
         self.next_poll = 0.0
         self.scratch = config.path("paths.scratch")
+        self.groups: Optional[cgroups.PayloadGroups] = None  # cgroup v2 memory limits, set up by run()
+        self.users = accounts(config)
         self.event_driven = event_driven  # False: find finished payloads only by polling (benchmark baseline)
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -69,7 +71,10 @@ class SlotManager:
         watched = (signal.SIGCHLD,) * self.event_driven + (signal.SIGTERM, signal.SIGINT)
         handlers = {sig: signal.signal(sig, self._on_signal) for sig in watched}
         try:
+            self.setup_limits()
             self.recover()
+            if self.groups:
+                self.groups.sweep(set(self.running))
             self.save()
             log.info("slot manager ready: %d cores, %d MB, policy %s, source %s", self.allocator.total_cores,
                      self.allocator.total_memory_mb, self.policy.name, self.source.name)
@@ -201,12 +206,17 @@ class SlotManager:
         cpus = sorted({self.real_cpus[s % len(self.real_cpus)] for s in slots})
         now = self.clock.time()
         workdir = os.path.join(self.scratch, "payloads", payload["id"])
-        features = self.write_jobfeatures(payload, cores, now)
+        features = jobfeatures.write(self.config, payload, cores, self.allocator.total_cores,
+                                      self.settings["wall_grace_seconds"], now)
         env = executor.payload_env(os.environ, payload, cpus, features, mjf.machine_dir(self.config), workdir)
-        limit = payload["memory_mb"] if self.settings["memory_limit"] == "rlimit" else None
+        limit = payload["memory_mb"] if self.settings["memory_limit"] != "none" else None
+        user = payload.get("_user") or self.settings["payload_user"]
         try:
-            launched = executor.start(payload, cpus, workdir, env, limit)
+            launched = executor.start(payload, cpus, workdir, env, limit, cgroup=self._group(payload["id"], limit),
+                                      user=user)
         except VmagentError as exc:
+            if self.groups:
+                self.groups.remove(payload["id"])
             self.allocator.release(payload["id"])
             self.finish_entry({"payload": payload, "cores": cores, "memory_mb": payload["memory_mb"],
                                "started_at": now, "workdir": workdir}, "failed", None, None, reason=exc.message)
@@ -217,30 +227,33 @@ class SlotManager:
             "payload": payload, "cores": cores, "slots": list(slots), "cpus": cpus,
             "memory_mb": payload["memory_mb"], "pid": launched.pid, "pgid": launched.pid, "started_at": now,
             "estimated_end": now + estimate, "workdir": workdir, "popen": launched.popen,
-            "create_time": _create_time(launched.pid), "deadline": now + limit_s if limit_s else None,
+            "create_time": executor.create_time(launched.pid), "deadline": now + limit_s if limit_s else None,
         }
         self.stamps["last_started_at"] = now
         log.info("started %s on CPUs %s (%d cores, %d MB), pid %d", payload["id"], cpus, cores,
                  payload["memory_mb"], launched.pid)
         return True
 
-    def write_jobfeatures(self, payload: Dict[str, Any], cores: int, now: float) -> str:
-        directory = mjf.job_dir(self.config, payload["id"])
-        machine = mjf.read_features(mjf.machine_dir(self.config)).values
-        values: Dict[str, Any] = {
-            "allocated_cpu": cores, "jobstart_secs": int(now),
-            "grace_secs_job": int(self.settings["wall_grace_seconds"]),
-            "job_id": f"{os.uname().nodename}:{payload['id']}"[:256]}
-        if payload["wall_limit_seconds"]:
-            values["wall_limit_secs"] = int(payload["wall_limit_seconds"])
-        if payload["memory_mb"]:
-            values["max_rss_bytes"] = payload["memory_mb"] * 2**20
-        if "shutdowntime" in machine:
-            values["shutdowntime_job"] = machine["shutdowntime"]
-        if "hs06" in machine:
-            values["hs06_job"] = float(machine["hs06"]) * cores / self.allocator.total_cores
-        mjf.write_features(directory, values)
-        return directory
+    def _group(self, payload_id: str, memory_mb: Optional[int]) -> Optional[str]:
+        if not (self.groups and memory_mb):
+            return None
+        try:
+            return self.groups.create(payload_id, memory_mb)
+        except OSError as exc:
+            raise CommandFailed(f"cannot set up the memory group of {payload_id}: {exc}") from None
+
+    def setup_limits(self) -> None:
+        """cgroup v2 memory limits where the slot manager may manage its group (``auto``, ``cgroup``)."""
+        mode = self.settings["memory_limit"]
+        if mode in ("auto", "cgroup"):
+            try:
+                self.groups = cgroups.PayloadGroups.setup()
+            except cgroups.CgroupUnavailable as exc:
+                if mode == "cgroup":
+                    raise
+                log.info("memory limits: RLIMIT_AS, since cgroup v2 is not usable (%s)", exc.message)
+            else:
+                log.info("memory limits: cgroup v2 below %s", self.groups.base)
 
     # --- finishing --------------------------------------------------------------------------------
 
@@ -260,15 +273,18 @@ class SlotManager:
                 rss = usage.ru_maxrss * 1024 if usage else None
                 self._finished_with(entry, code, cpu, rss)
                 changed = True
-            elif not _alive(entry["pid"], entry.get("create_time")):
+            elif not executor.alive(entry["pid"], entry.get("create_time")):
                 self._finished_with(entry, executor.exit_code_file(entry["workdir"]), None, None)
                 changed = True
         return changed
 
     def _finished_with(self, entry: Dict[str, Any], code: Optional[int], cpu: Optional[float],
                        rss: Optional[int]) -> None:
+        usage = self.groups.usage(entry["payload"]["id"]) if self.groups else {}
         if entry.get("stopped_because"):
             outcome, reason = "killed", entry["stopped_because"]
+        elif usage.get("oom_kills"):
+            outcome, reason = "failed", f"memory limit of {entry['memory_mb']} MB exceeded (killed by the kernel)"
         elif code is None:
             outcome = "killed" if self.allocator.draining else "lost"
             reason = "stopped while draining" if outcome == "killed" else "vanished without an exit code"
@@ -276,7 +292,9 @@ class SlotManager:
             outcome, reason = ("done", None) if code == 0 else ("failed", f"exit code {code}")
         signal_number = -code if code is not None and code < 0 else None
         self.finish_entry(entry, outcome, code if code is None or code >= 0 else None, signal_number,
-                          cpu=cpu, rss=rss, reason=reason)
+                          cpu=cpu, rss=rss or usage.get("peak_bytes"), reason=reason)
+        if self.groups:
+            self.groups.remove(entry["payload"]["id"])
         self.allocator.release(entry["payload"]["id"])
         del self.running[entry["payload"]["id"]]
 
@@ -305,7 +323,7 @@ class SlotManager:
         now = self.clock.time()
         for entry in self.running.values():
             if entry.get("kill_at") and now >= entry["kill_at"]:
-                _signal_group(entry["pgid"], signal.SIGKILL)
+                executor.signal_group(entry["pgid"], signal.SIGKILL)
                 entry["kill_at"] = None
             elif entry.get("deadline") and now >= entry["deadline"] and not entry.get("stopped_because"):
                 self._terminate(entry, f"wall limit of {entry['payload']['wall_limit_seconds']:g} s reached")
@@ -322,7 +340,7 @@ class SlotManager:
         entry["stopped_because"] = reason
         entry["kill_at"] = self.clock.time() + self.settings["wall_grace_seconds"]
         entry["deadline"] = None
-        _signal_group(entry["pgid"], signal.SIGTERM)
+        executor.signal_group(entry["pgid"], signal.SIGTERM)
         log.warning("stopping %s: %s", entry["payload"]["id"], reason)
 
     # --- state ------------------------------------------------------------------------------------
@@ -334,7 +352,8 @@ class SlotManager:
             "total_cores": self.allocator.total_cores, "free_cores": self.allocator.free_cores,
             "total_memory_mb": self.allocator.total_memory_mb, "free_memory_mb": self.allocator.free_memory_mb,
             "running": running, "held": list(self.held.values()), "counts": dict(self.counts),
-            "vacuum_codes": list(getattr(self.source, "vacuum_codes", [])), **self.stamps})
+            "vacuum_codes": list(getattr(self.source, "vacuum_codes", [])),
+            "black_hole": bool(getattr(self.source, "black_hole", False)), **self.stamps})
 
     def recover(self) -> None:
         """Re-adopt what a previous slot manager left running; report what finished or vanished."""
@@ -346,7 +365,7 @@ class SlotManager:
             self.held[payload["id"]] = payload
         for entry in previous.get("running", []):
             entry["popen"] = None
-            if _alive(entry["pid"], entry.get("create_time")):
+            if executor.alive(entry["pid"], entry.get("create_time")):
                 self.allocator.adopt(entry["id"], entry["slots"], entry["memory_mb"])
                 self.running[entry["id"]] = entry
                 log.info("re-adopted %s (pid %d)", entry["id"], entry["pid"])
@@ -356,37 +375,19 @@ class SlotManager:
                 self._finished_with(entry, executor.exit_code_file(entry["workdir"]), None, None)
 
 
-def _create_time(pid: int) -> Optional[float]:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
-def _alive(pid: int, create_time: Optional[float]) -> bool:
-    """PID-reuse safe: the same pid with the same start time, and not a zombie."""
-    try:
-        proc = psutil.Process(pid)
-        if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
-            return False
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def wait_ready(config: Config, since: float, timeout: float, proc: Any = None) -> Optional[Dict[str, Any]]:
-    """The state written by a slot manager started after ``since``; None after ``timeout`` s or its exit."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
-        found = state.load(config)
-        if found and float(found.get("updated", 0)) >= since:
-            return found
-        time.sleep(0.1)
-    return None
+def accounts(config: Config) -> List[str]:
+    """The accounts payloads and pilots run as (checked: they exist, and only root may switch)."""
+    settings = config.section("slots")
+    keys = [("slots.payload_user", settings["payload_user"])] if settings["payload_user"] else []
+    keys += [(f"slots.pilot.users[{i}]", name) for i, name in enumerate(settings["pilot"]["users"])]
+    problems = []
+    for key, name in keys:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            problems.append((key, f"no such user {name!r} on this machine"))
+    if keys and os.geteuid() != 0:
+        problems.append((keys[0][0], "running payloads as another user needs the slot manager to run as root"))
+    if problems:
+        raise ConfigError(config.source, problems)
+    return [name for _, name in keys]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Dict, Optional
 
 from ..config import Config
@@ -45,3 +46,14 @@ def append_result(config: Config, result: Dict[str, Any]) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(result, sort_keys=True) + "\n")
+
+
+def wait_ready(config: Config, since: float, timeout: float, proc: Any = None) -> Optional[Dict[str, Any]]:
+    """The state written by a slot manager started after ``since``; None after ``timeout`` s or its exit."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        found = load(config)
+        if found and float(found.get("updated", 0)) >= since:
+            return found
+        time.sleep(0.1)
+    return None

@@ -50,7 +50,7 @@ class PilotsSource:
     def offer(self, capacity: Dict[str, Any]) -> List[Dict[str, Any]]:
         if self.black_hole:
             return []
-        now, offered = self._now(), []
+        now, offered, users = self._now(), [], self.pilot["users"]
         for slot, entry in self.slots.items():
             if entry["retired"] or slot in self.running.values() or now < entry["not_before"]:
                 continue
@@ -60,7 +60,8 @@ class PilotsSource:
             offered.append({"id": f"pilot-{slot}-{entry['runs']}", "command": argv,
                             "cores": self.pilot["cores_per_pilot"], "whole_node": False, "memory_mb": 0,
                             "wall_estimate_seconds": None, "wall_limit_seconds": None, "kind": "pilot",
-                            "tags": {}, "env": {"VMAGENT_PILOT_SLOT": str(slot)}, "priority": 0, "_slot": slot})
+                            "tags": {}, "env": {"VMAGENT_PILOT_SLOT": str(slot)}, "priority": 0, "_slot": slot,
+                            "_user": users[slot % len(users)] if users else None})
         return offered
 
     def claim(self, payload: Dict[str, Any]) -> bool:
@@ -87,6 +88,8 @@ class PilotsSource:
         entry["failures"] += 1
         self.fast_failures = self.fast_failures + 1 if lived < self.pilot["min_lifetime_seconds"] else 0
         if self.fast_failures >= self.pilot["black_hole_after"]:
+            if self.black_hole:
+                return
             self.black_hole = True
             log.error("%d pilots in a row died within %g s: this node is a black hole, no more pilots",
                       self.fast_failures, self.pilot["min_lifetime_seconds"])

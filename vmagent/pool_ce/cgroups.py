@@ -1,0 +1,138 @@
+"""Memory limits with cgroup v2: one group per payload below the slot manager's own (delegated) group.
+
+cgroup v2 forbids processes in a group that hands controllers to its children, so the slot manager
+first moves itself into a ``supervisor`` leaf of its own group, then enables the memory controller
+for the children and gives every payload a ``payload-<id>`` group with ``memory.max`` (no swap, the
+whole group killed on OOM). That needs a group the slot manager may manage: under systemd, a unit
+with ``Delegate=yes`` (``vmagent-slots.service`` has it). Anything else (cgroup v1 or hybrid
+hierarchies, no memory controller, a group shared with other processes) makes ``setup`` raise
+``CgroupUnavailable`` with the reason, and the slot manager falls back to ``RLIMIT_AS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Dict, Optional
+
+from ..errors import VmagentError
+
+log = logging.getLogger("vmagent.pool")
+
+MOUNT = "/sys/fs/cgroup"
+SUPERVISOR = "supervisor"
+
+
+class CgroupUnavailable(VmagentError):
+    """cgroup v2 memory limits cannot be used here; the message says why."""
+
+    code = "cgroup-unavailable"
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="ascii") as fh:
+        return fh.read()
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w", encoding="ascii") as fh:
+        fh.write(value)
+
+
+def own_group(proc_cgroup: str = "/proc/self/cgroup") -> Optional[str]:
+    """This process's cgroup v2 path (``0::<path>``), or None on a v1-only system."""
+    try:
+        for line in _read(proc_cgroup).splitlines():
+            if line.startswith("0::"):
+                return line[3:].strip() or "/"
+    except OSError:
+        return None
+    return None
+
+
+class PayloadGroups:
+    """Creates, reads and removes the payloads' groups below ``base`` (a directory of the hierarchy)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    @classmethod
+    def setup(cls, mount: str = MOUNT, proc_cgroup: str = "/proc/self/cgroup") -> PayloadGroups:
+        """Take over this process's own group for payloads; raises ``CgroupUnavailable`` with the reason."""
+        path = own_group(proc_cgroup)
+        if path is None or not os.path.exists(os.path.join(mount, "cgroup.controllers")):
+            raise CgroupUnavailable(f"no cgroup v2 hierarchy at {mount}")
+        base = os.path.join(mount, path.lstrip("/"))
+        if "memory" not in _read(os.path.join(base, "cgroup.controllers")).split():
+            raise CgroupUnavailable(f"the memory controller is not available in {base}",
+                                    hint="run the slot manager in a unit with Delegate=yes (vmagent-slots.service)")
+        leaf = os.path.join(base, SUPERVISOR)
+        try:
+            os.makedirs(leaf, exist_ok=True)
+            if os.path.basename(base) != SUPERVISOR:
+                _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+            if "memory" not in _read(os.path.join(base, "cgroup.subtree_control")).split():
+                _write(os.path.join(base, "cgroup.subtree_control"), "+memory")
+        except OSError as exc:
+            try:  # leave things as they were
+                _write(os.path.join(base, "cgroup.procs"), str(os.getpid()))
+                os.rmdir(leaf)
+            except OSError:
+                pass
+            raise CgroupUnavailable(f"cannot manage {base}: {exc.strerror or exc}",
+                                    hint="other processes share the group, or it is not delegated: run the slot "
+                                         "manager in a unit with Delegate=yes (vmagent-slots.service)") from None
+        return cls(base)
+
+    def path(self, payload_id: str) -> str:
+        return os.path.join(self.base, "payload-" + re.sub(r"[^A-Za-z0-9_.-]", "_", payload_id))
+
+    def create(self, payload_id: str, memory_mb: int) -> str:
+        """A fresh group limited to ``memory_mb`` (no swap; an OOM kills the whole payload)."""
+        group = self.path(payload_id)
+        os.makedirs(group, exist_ok=True)
+        _write(os.path.join(group, "memory.max"), str(int(memory_mb) * 2**20))
+        for name, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
+            if os.path.exists(os.path.join(group, name)):
+                _write(os.path.join(group, name), value)
+        return group
+
+    def usage(self, payload_id: str) -> Dict[str, Optional[int]]:
+        """``peak_bytes`` (kernel 5.19+) and ``oom_kills`` of a payload's group (None where unknown)."""
+        group = self.path(payload_id)
+        found: Dict[str, Optional[int]] = {"peak_bytes": None, "oom_kills": None}
+        try:
+            found["peak_bytes"] = int(_read(os.path.join(group, "memory.peak")).strip())
+        except (OSError, ValueError):
+            pass
+        try:
+            events = dict(line.split() for line in _read(os.path.join(group, "memory.events")).splitlines())
+            found["oom_kills"] = int(events.get("oom_kill", 0))
+        except (OSError, ValueError):
+            pass
+        return found
+
+    def remove(self, payload_id: str) -> None:
+        """Kill what is left in the group (daemons a payload left behind), then remove it."""
+        group = self.path(payload_id)
+        if not os.path.isdir(group):
+            return
+        try:
+            if os.path.exists(os.path.join(group, "cgroup.kill")):
+                _write(os.path.join(group, "cgroup.kill"), "1")
+            os.rmdir(group)
+        except OSError as exc:  # busy for a moment while killed processes exit: removed at the next start
+            log.debug("cgroup %s not removed yet: %s", group, exc)
+
+    def sweep(self, keep: set[str]) -> None:
+        """Remove the groups of payloads that are no longer running (after a restart)."""
+        wanted = {os.path.basename(self.path(p)) for p in keep}
+        for name in os.listdir(self.base):
+            if name.startswith("payload-") and name not in wanted:
+                self.remove(name[len("payload-"):])
+
+
+def enter(group: str) -> None:
+    """Move the calling process into ``group`` (runs in the payload between fork and exec)."""
+    _write(os.path.join(group, "cgroup.procs"), str(os.getpid()))
