@@ -8,6 +8,7 @@ the manager (10.0.2.100:8443) and a directory of wheels (10.0.2.101:8080); nothi
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -77,6 +78,9 @@ def test_vm_boots_works_and_halts(tmp_path, suite, os_name):
         admin = manager.client()
         ids = [admin.submit({"id": f"e2e-{i}", "command": ["python3", "-c", f"print(sum(range({i + 1} * 10**6)))"],
                              "cores": 1, "wall_estimate_seconds": 30}) for i in range(3)]
+        # 256 MB written by a payload allowed 64 MB: the kernel kills it in its cgroup v2 group
+        greedy = admin.submit({"id": "e2e-oom", "command": ["python3", "-c", "b = b'x' * (256 * 2**20)"],
+                               "cores": 1, "memory_mb": 64, "wall_estimate_seconds": 30})
         token = admin.enrol(site="E2E.local", ce="qemu", image="e2e-image", ttl_seconds=3600)["enrolment_token"]
         (tmp_path / "token").write_text(token)
         site = {
@@ -128,10 +132,14 @@ def test_vm_boots_works_and_halts(tmp_path, suite, os_name):
         assert vm["state"] == "halted" and vm["vacuum_code"] == 200, vm
         outcomes = {p["id"]: p["outcome"] for p in admin.payloads(limit=100)}
         assert all(outcomes[i] == "done" for i in ids), outcomes
+        assert outcomes[greedy] == "failed", outcomes
         assert token not in text, "the enrolment token leaked into the console log"
         guest_logs = guest_files(tmp_path, overlay, ["/var/log/cloud-init.log", "/var/log/cloud-init-output.log",
                                                      "/var/log/vmagent/heartbeats.jsonl", "/var/log/syslog"])
         assert guest_logs and token not in guest_logs, "the enrolment token leaked into a guest log"
+        lines = guest_files(tmp_path, overlay, ["/var/lib/vmagent/pool/results.jsonl"]).splitlines()
+        results = {r["id"]: r for r in (json.loads(line) for line in lines if line.strip())}
+        assert "memory limit of 64 MB exceeded" in (results[greedy]["reason"] or ""), results.get(greedy)
     finally:
         manager.stop()
         wheel_server.shutdown()

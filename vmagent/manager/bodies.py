@@ -51,7 +51,13 @@ LOCAL: Dict[str, Dict[str, Any]] = {
                        "total_cores": {"type": ["integer", "null"], "minimum": 1, "maximum": 4096, "default": None},
                        "running_pod": {"type": ["string", "null"], "maxLength": 256, "default": None},
                        "vo": {"type": ["string", "null"], "maxLength": 256, "default": None},
-                       "max": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 1}},
+                       "max": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 1},
+                       "ids": {"type": ["array", "null"], "maxItems": 64, "default": None,
+                               "items": {"type": "string", "minLength": 1, "maxLength": 128},
+                               "description": "lease only these payloads (after a peek)"},
+                       "peek": {"type": "boolean", "default": False,
+                                "description": "list up to max matching payloads, each fitting on its own, "
+                                               "without leasing them"}},
     },
 }
 

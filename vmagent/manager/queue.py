@@ -45,7 +45,11 @@ def _row(doc: Mapping[str, Any], now: float) -> Dict[str, Any]:
 
 
 def claim(conn: Connection, settings: Settings, vm: Row, request: Mapping[str, Any], now: float) -> List[Dict]:
-    """Lease up to ``max`` queued payloads that fit the VM's free cores, memory, lifetime and tags."""
+    """Lease up to ``max`` queued payloads that fit the VM's free cores, memory, lifetime and tags.
+
+    ``peek``: list them instead (each fitting on its own), so the VM's masonry policy can plan over
+    the queue's head and then lease exactly the ones it starts, by ``ids``.
+    """
     if vm.state == VmState.HALTED.value:
         raise ManagerRefused(409, f"VM {vm.id} is halted; it cannot take payloads")
     if vm.state not in CLAIMABLE:
@@ -62,6 +66,8 @@ def claim(conn: Connection, settings: Settings, vm: Row, request: Mapping[str, A
         or_(payloads.c.vo == "", payloads.c.vo == vo))
     if free_memory is not None:
         query = query.where(payloads.c.memory_mb <= free_memory)
+    if request.get("ids") is not None:
+        query = query.where(payloads.c.id.in_(request["ids"]))
     if request.get("remaining_seconds") is not None:
         query = query.where(or_(payloads.c.wall_seconds.is_(None),
                                 payloads.c.wall_seconds <= request["remaining_seconds"]))
@@ -70,6 +76,11 @@ def claim(conn: Connection, settings: Settings, vm: Row, request: Mapping[str, A
     for row in conn.execute(query).all():
         cores = total if row.whole_node else row.cores
         if cores > free_cores or (free_memory is not None and row.memory_mb > free_memory):
+            continue
+        if request.get("peek"):
+            leased.append(json.loads(row.doc))
+            if len(leased) >= request.get("max", 1):
+                break
             continue
         expires = now + settings.lease_seconds
         taken = conn.execute(update(payloads).where(payloads.c.id == row.id, payloads.c.state == "queued").values(

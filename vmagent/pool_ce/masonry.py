@@ -154,7 +154,7 @@ class Backfill:
     def _expected_end(self, now: float, running: RunningPayload) -> float:
         if running.estimated_end >= now:
             return running.estimated_end
-        return now + max(60.0, self.overrun_fraction * (now - running.started_at))
+        return now + self.overrun_fraction * (now - running.started_at)
 
     @staticmethod
     def _backfills(end: float, payload: WaitingPayload, shadow: Optional[Shadow]) -> Tuple[Optional[Shadow], bool]:

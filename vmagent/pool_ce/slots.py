@@ -149,7 +149,8 @@ class SlotManager:
         shutdown = self.shutdown_at()
         remaining = int(shutdown - self.clock.time()) if shutdown else 10 * 365 * 86400
         return {"free_cores": self.allocator.free_cores, "free_memory_mb": self.allocator.free_memory_mb,
-                "remaining_seconds": max(0, remaining), "total_cores": self.allocator.total_cores}
+                "remaining_seconds": max(0, remaining), "total_cores": self.allocator.total_cores,
+                "total_memory_mb": self.allocator.total_memory_mb}
 
     def shutdown_at(self) -> Optional[float]:
         found = mjf.read_features(mjf.machine_dir(self.config), keys=("shutdowntime",)).values

@@ -27,7 +27,7 @@ from ..errors import ConfigError, UsageError
 
 LIMITS = {"ec2": 16384, "openstack": 65535 * 3 // 4, "gce": 256 * 1024}  # raw bytes (OpenStack: base64 <= 65535)
 OS_PACKAGES = {"el": ["python3"], "debian": ["python3", "python3-venv"], "ubuntu": ["python3", "python3-venv"]}
-UNITS = ("vmagent-monitor.service", "vmagent-pilot.service")
+UNITS = ("vmagent-monitor.service", "vmagent-pilot.service", "vmagent-slots.service")
 
 
 def templates() -> Any:

@@ -2,8 +2,11 @@
 
 A source is a class built with ``(config)`` offering:
 - ``offer(capacity) -> list[dict]``: validated payload descriptions that could run; ``capacity`` has
-  free_cores, free_memory_mb, remaining_seconds, total_cores. A source may return more than fits
-  (the spool shows its whole queue so the masonry policy can plan) or only what fits (the manager).
+  free_cores, free_memory_mb, remaining_seconds, total_cores, total_memory_mb. A source may return
+  more than fits (the spool and the manager show the head of their queue so the masonry policy can
+  plan) or only what fits.
+- ``leased`` (optional, default False): what ``offer`` answers already belongs to this VM and
+  must be kept until it runs.
 - ``claim(payload) -> bool``: take it for good before it starts (False: someone else took it).
 - ``report(result)``: a result document (vmagent/schemas/result.json).
 - ``close()``.
