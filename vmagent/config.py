@@ -13,10 +13,12 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from types import MappingProxyType
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
-import jsonschema
 import yaml
+
+if TYPE_CHECKING:  # imported where validation happens: the monitor keeps its memory small
+    import jsonschema
 
 from . import plugins
 from .errors import ConfigError, PluginError
@@ -102,8 +104,28 @@ def load(path: Optional[str] = None, *, overrides: Optional[Mapping[str, Any]] =
     return parse(text, source, overrides=overrides)
 
 
+def load_checked(path: str) -> Config:
+    """The configuration at ``path`` that ``vmagent check-config`` has just accepted, in a child process.
+
+    Parsed and completed with the schema's defaults but not validated again here, and without the
+    pilot commands resolved: for the long-lived monitor, which then never loads the JSON Schema
+    library (several MiB resident for the process's whole life).
+    """
+    with open(path, encoding="utf-8") as fh:
+        doc = _document(fh.read(), path)
+    apply_defaults(schema(), doc)
+    return Config(path, freeze(doc), ())
+
+
 def parse(text: str, source: str = "<string>", *, overrides: Optional[Mapping[str, Any]] = None) -> Config:
     """Validate YAML ``text`` (reported as ``source``) and return the frozen configuration."""
+    doc = _document(text, source)
+    for key, value in (overrides or {}).items():
+        _set_dotted(doc, key, value)
+    return from_dict(doc, source)
+
+
+def _document(text: str, source: str) -> Dict[str, Any]:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -114,9 +136,7 @@ def parse(text: str, source: str = "<string>", *, overrides: Optional[Mapping[st
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError(source, [("", f"must be a mapping of sections, not {type(doc).__name__}")])
-    for key, value in (overrides or {}).items():
-        _set_dotted(doc, key, value)
-    return from_dict(doc, source)
+    return doc
 
 
 def from_dict(doc: Mapping[str, Any], source: str = "<dict>") -> Config:
@@ -138,6 +158,8 @@ def _validated(doc: Dict[str, Any], source: str) -> Config:
 
 def validation_problems(schema_: Mapping[str, Any], doc: Any, prefix: str = "") -> List[Tuple[str, str]]:
     """``(dotted.path, message)`` for everything in ``doc`` that ``schema_`` rejects."""
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(schema_)
     found = []
     for error in validator.iter_errors(doc):

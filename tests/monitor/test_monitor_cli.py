@@ -155,3 +155,17 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     done = subprocess.run([analyze, "verify", *sorted(str(p) for p in tmp_path.iterdir())], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "ignoring" not in done.stderr and "Failed" not in done.stderr, done.stderr
+
+
+def test_run_refuses_a_bad_config_and_stays_without_the_schema_library(tmp_path):
+    """A bad config gives check-config's lines and exit 2; a good one runs without loading jsonschema."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("monitor: {period_seconds: -1}\n")
+    done = vmagent("-c", str(bad), "monitor", "run", "--once")
+    assert done.returncode == 2 and f"{bad}: monitor.period_seconds:" in done.stderr
+    good = config_file(tmp_path)
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "vmagent", "-c", good, "monitor", "run",
+                           "--once"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time")]
+    assert "vmagent.monitor.loop" in imported and "jsonschema" not in imported

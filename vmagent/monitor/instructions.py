@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, List, Optional
-
-from .. import schemas
+from typing import Any, List, Optional, Tuple
 
 log = logging.getLogger("vmagent.monitor")
 
 MAX_ACKS = 256  # the heartbeat schema's limit
 REMEMBERED = 1024
+ACTIONS = ("drain", "halt", "shutdown_at")  # vmagent/schemas/instruction.json, checked by a test
+FIELDS = ("id", "action", "shutdown_at", "reason")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Instruction:
 
 def parse(raw: Any, source: str) -> Optional[Instruction]:
     """The instruction in ``raw``, or None (logged) when the schema refuses it."""
-    found = schemas.problems("instruction", raw)
+    found = problems(raw)
     if found:
         detail = "; ".join(f"{path or '(top)'}: {message}" for path, message in found[:5])
         log.error("refused an instruction from %s: %s; got %s", source, detail, _shown(raw))
@@ -44,6 +45,39 @@ def parse(raw: Any, source: str) -> Optional[Instruction]:
     at = raw.get("shutdown_at")
     return Instruction(id=int(raw["id"]), action=str(raw["action"]), source=source,
                        shutdown_at=float(at) if at is not None else None, reason=str(raw.get("reason") or ""))
+
+
+def problems(raw: Any) -> List[Tuple[str, str]]:
+    """``(path, message)`` for what vmagent/schemas/instruction.json refuses in ``raw``.
+
+    Written out by hand so that the long-lived monitor does not load a JSON Schema library for four
+    fields; a property test holds it to the schema's verdicts. Stricter in one respect: a
+    ``shutdown_at`` that is not finite is refused.
+    """
+    if not isinstance(raw, dict):
+        return [("", f"{_shown(raw)} is not of type 'object'")]
+    found = [(key, "unknown key; allowed: " + ", ".join(sorted(FIELDS))) for key in raw if key not in FIELDS]
+    found += [("", f"{key!r} is a required property") for key in ("id", "action") if key not in raw]
+    if "id" in raw and not (_is_integer(raw["id"]) and raw["id"] >= 0):
+        found.append(("id", "must be an integer >= 0"))
+    if "action" in raw and raw["action"] not in ACTIONS:
+        found.append(("action", f"{_shown(raw['action'])} is not allowed; use one of: {', '.join(ACTIONS)}"))
+    if "shutdown_at" in raw and not (_is_number(raw["shutdown_at"]) and math.isfinite(raw["shutdown_at"])
+                                     and raw["shutdown_at"] >= 0):
+        found.append(("shutdown_at", "must be a finite number >= 0 (UNIX seconds)"))
+    if "reason" in raw and not (isinstance(raw["reason"], str) and len(raw["reason"]) <= 1024):
+        found.append(("reason", "must be a string of at most 1024 characters"))
+    if raw.get("action") == "shutdown_at" and "shutdown_at" not in raw:
+        found.append(("", "'shutdown_at' is a required property"))
+    return found
+
+
+def _is_integer(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _shown(raw: Any) -> str:

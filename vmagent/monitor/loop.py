@@ -73,7 +73,8 @@ class Monitor:
             cls = plugins.load(plugins.GROUPS["endpoints"], entry["name"])
             options = dict(entry.get("options") or {})
             schema = getattr(cls, "options_schema", {"type": "object"})
-            found = validation_problems(schema, options)
+            # nothing to check in empty options unless some are required (spares loading jsonschema)
+            found = validation_problems(schema, options) if options or schema.get("required") else []
             if found:
                 raise ConfigError(self.config.source, [(f"monitor.endpoints.{i}.options{'.' + p if p else ''}", m)
                                                        for p, m in found])
