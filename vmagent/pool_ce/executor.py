@@ -12,11 +12,12 @@ import pwd
 import resource
 import subprocess
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import psutil
 
-from ..errors import CommandFailed
+from ..config import Config
+from ..errors import CommandFailed, ConfigError
 from . import cgroups
 
 WRAPPER = '"$@"; rc=$?; echo $rc > .vmagent-exit-code.tmp && mv .vmagent-exit-code.tmp .vmagent-exit-code; exit $rc'
@@ -118,3 +119,21 @@ def signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def accounts(config: Config) -> List[str]:
+    """The accounts payloads and pilots run as (checked: they exist, and only root may switch)."""
+    settings = config.section("slots")
+    keys = [("slots.payload_user", settings["payload_user"])] if settings["payload_user"] else []
+    keys += [(f"slots.pilot.users[{i}]", name) for i, name in enumerate(settings["pilot"]["users"])]
+    problems = []
+    for key, name in keys:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            problems.append((key, f"no such user {name!r} on this machine"))
+    if keys and os.geteuid() != 0:
+        problems.append((keys[0][0], "running payloads as another user needs the slot manager to run as root"))
+    if problems:
+        raise ConfigError(config.source, problems)
+    return [name for _, name in keys]
