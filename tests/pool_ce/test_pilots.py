@@ -28,12 +28,15 @@ def run_pool(tmp_path, pilot, cores=2):
 
 
 def test_pilots_without_work_retire_their_slots(tmp_path):
-    """Each slot runs its pilot with its core count; 'no more work' exits retire the slots: code 300 each."""
+    """Each slot runs its pilot with its cores and memory share; 'no more work' retires the slots: 300 each."""
     marker = tmp_path / "ran"
     code = f"import os,sys; open({str(marker)!r} + sys.argv[1], 'w').write(os.environ['JOBFEATURES'])"
     state, _ = run_pool(tmp_path, {"argv": [sys.executable, "-c", code, "{slot}"], "cores_per_pilot": 1})
     assert sorted(p.name for p in tmp_path.glob("ran*")) == ["ran0", "ran1"]
     assert state["mode"] == "pilots" and state["vacuum_codes"] == [300, 300] and state["counts"]["done"] == 2
+    results = [json.loads(line) for line in
+               (tmp_path / "root/var/lib/vmagent/pool/results.jsonl").read_text().splitlines()]
+    assert [r["memory_mb"] for r in results] == [1000, 1000]  # an equal share of the slots' 2000 MB
 
 
 def test_failing_pilots_back_off_then_black_hole(tmp_path):

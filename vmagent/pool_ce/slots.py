@@ -211,6 +211,8 @@ class SlotManager(Endings):
                                       self.settings["wall_grace_seconds"], now)
         env = executor.payload_env(os.environ, payload, cpus, features, mjf.machine_dir(self.config), workdir)
         limit = payload["memory_mb"] if self.settings["memory_limit"] != "none" else None
+        if payload["kind"] == "pilot" and not self.groups:
+            limit = None  # RLIMIT_AS would apply to each of a pilot's processes, not to the pilot
         user = payload.get("_user") or self.settings["payload_user"]
         try:
             launched = executor.start(payload, cpus, workdir, env, limit, cgroup=self._group(payload["id"], limit),

@@ -51,6 +51,9 @@ class PilotsSource:
         if self.black_hole:
             return []
         now, offered, users = self._now(), [], self.pilot["users"]
+        memory = self.pilot["memory_mb"]
+        if memory is None:
+            memory = int(capacity.get("total_memory_mb") or 0) // self.count
         for slot, entry in self.slots.items():
             if entry["retired"] or slot in self.running.values() or now < entry["not_before"]:
                 continue
@@ -58,7 +61,7 @@ class PilotsSource:
             cores = str(self.pilot["cores_per_pilot"])
             argv = [a.replace("{cores}", cores).replace("{slot}", str(slot)) for a in self.pilot["argv"]]
             offered.append({"id": f"pilot-{slot}-{entry['runs']}", "command": argv,
-                            "cores": self.pilot["cores_per_pilot"], "whole_node": False, "memory_mb": 0,
+                            "cores": self.pilot["cores_per_pilot"], "whole_node": False, "memory_mb": memory,
                             "wall_estimate_seconds": None, "wall_limit_seconds": None, "kind": "pilot",
                             "tags": {}, "env": {"VMAGENT_PILOT_SLOT": str(slot)}, "priority": 0, "_slot": slot,
                             "_user": users[slot % len(users)] if users else None})
