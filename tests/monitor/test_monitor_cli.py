@@ -158,7 +158,8 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
 
 
 def test_run_refuses_a_bad_config_and_stays_without_the_schema_library(tmp_path):
-    """A bad config gives check-config's lines and exit 2; a good one runs without loading jsonschema."""
+    """A bad config gives check-config's lines and exit 2; a good one runs without loading jsonschema or
+    importlib.metadata (the check and the plugins' resolution happen in a short child)."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("monitor: {period_seconds: -1}\n")
     done = vmagent("-c", str(bad), "monitor", "run", "--once")
@@ -168,4 +169,12 @@ def test_run_refuses_a_bad_config_and_stays_without_the_schema_library(tmp_path)
                            "--once"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time")]
-    assert "vmagent.monitor.loop" in imported and "jsonschema" not in imported
+    assert "vmagent.monitor.loop" in imported
+    assert "jsonschema" not in imported and "importlib.metadata" not in imported
+
+
+def test_run_names_an_unknown_endpoint_plugin(tmp_path):
+    """The child's plugin resolution reports an unknown endpoint with what is installed: exit 2."""
+    done = vmagent("-c", config_file(tmp_path, endpoints=[{"name": "nolog"}]), "monitor", "run", "--once")
+    assert done.returncode == 2
+    assert "no plugin 'nolog' in vmagent.endpoints; installed: http, log, vac" in done.stderr

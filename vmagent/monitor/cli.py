@@ -48,17 +48,19 @@ def register(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     import subprocess
 
-    from .. import config
+    from .. import config, plugins
     from .loop import Monitor
 
-    # validated by 'vmagent check-config' in a short child: the monitor lives as long as the VM and
-    # stays smaller without the JSON Schema library loaded (the same errors, the same exit code 2)
+    # validated by 'vmagent check-config' in a short child, which also resolves the plugins: the
+    # monitor lives as long as the VM and stays smaller without the JSON Schema library and
+    # importlib.metadata loaded (the same errors, the same exit code 2)
     path = args.config or config.default_path()
-    checked = subprocess.run([sys.executable, "-m", "vmagent", "check-config", path], stdin=subprocess.DEVNULL,
-                             capture_output=True, text=True, timeout=120)
+    checked = subprocess.run([sys.executable, "-m", "vmagent", "check-config", "--plugins", path],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     if checked.returncode != 0:
         sys.stderr.write(checked.stderr)
         return checked.returncode
+    plugins.preset(plugins.Plugin(**found) for found in json.loads(checked.stdout.strip().splitlines()[-1]))
     monitor = Monitor(config.load_checked(path))
     if args.dry_run:
         _dump(monitor.preview())
