@@ -29,7 +29,7 @@ def hierarchy(tmp_path, own="/system.slice/vmagent-slots.service", controllers="
 def test_setup_moves_itself_to_a_leaf_and_enables_memory(tmp_path):
     """The slot manager enters supervisor/, and the memory controller is handed to the children."""
     mount, base, proc = hierarchy(tmp_path)
-    groups = cgroups.PayloadGroups.setup(str(mount), str(proc))
+    groups = cgroups.PayloadGroups.setup("i-1", str(mount), str(proc))
     assert groups.base == str(base)
     assert (base / "supervisor/cgroup.procs").read_text() == str(os.getpid())
     assert (base / "cgroup.subtree_control").read_text() == "+memory"
@@ -38,7 +38,7 @@ def test_setup_moves_itself_to_a_leaf_and_enables_memory(tmp_path):
 def test_payload_group_limits_memory_and_reports_usage(tmp_path):
     """A payload's group gets memory.max, no swap and OOM-kills the whole group; usage and oom are read back."""
     mount, base, proc = hierarchy(tmp_path)
-    groups = cgroups.PayloadGroups.setup(str(mount), str(proc))
+    groups = cgroups.PayloadGroups.setup("i-1", str(mount), str(proc))
     (base / "payload-a_b").mkdir()
     for name in ("memory.swap.max", "memory.oom.group"):
         (base / "payload-a_b" / name).write_text("max\n")
@@ -56,7 +56,7 @@ def test_payload_group_limits_memory_and_reports_usage(tmp_path):
 def test_sweep_removes_groups_of_payloads_no_longer_running(tmp_path):
     """After a restart, empty groups of finished payloads go; those of re-adopted payloads stay."""
     mount, base, proc = hierarchy(tmp_path)
-    groups = cgroups.PayloadGroups.setup(str(mount), str(proc))
+    groups = cgroups.PayloadGroups.setup("i-1", str(mount), str(proc))
     for name in ("payload-old", "payload-kept"):
         (base / name).mkdir()
     groups.sweep({"kept"})
@@ -79,7 +79,7 @@ def test_unusable_hierarchies_say_why(tmp_path, case, expected):
         (base / "cgroup.subtree_control").mkdir()
         (base / "cgroup.procs").write_text("")
     with pytest.raises(cgroups.CgroupUnavailable, match=expected):
-        cgroups.PayloadGroups.setup(str(mount), str(proc))
+        cgroups.PayloadGroups.setup("i-1", str(mount), str(proc))
     if case == "busy":  # nothing half-done: the slot manager is back in its own group
         assert (base / "cgroup.procs").read_text() == str(os.getpid())
 
@@ -90,3 +90,26 @@ def test_own_group_reads_the_unified_line(tmp_path):
     assert cgroups.own_group(str(proc)) == "/user.slice/session-1.scope"
     proc.write_text("12:memory:/x\n")
     assert cgroups.own_group(str(proc)) is None
+
+
+def test_as_root_payload_groups_live_beside_systemds_slices(tmp_path, monkeypatch):
+    """As root: <mount>/vmagent/<instance>, memory handed down at each level; the slot manager stays put
+    (so systemd can restart its unit while payloads run)."""
+    mount, base, proc = hierarchy(tmp_path)
+    monkeypatch.setattr(cgroups.os, "geteuid", lambda: 0)
+    for level in (mount, mount / "vmagent", mount / "vmagent/i-1_a"):  # the kernel creates these files
+        level.mkdir(exist_ok=True)
+        (level / "cgroup.subtree_control").write_text("cpu\n")
+    groups = cgroups.PayloadGroups.setup("i-1/a", str(mount), str(proc))
+    assert groups.base == str(mount / "vmagent/i-1_a")
+    for level in (mount, mount / "vmagent", mount / "vmagent/i-1_a"):
+        assert (level / "cgroup.subtree_control").read_text() == "+memory"
+    assert not (base / "supervisor").exists() and (base / "cgroup.procs").read_text() == f"{os.getpid()}\n"
+
+
+def test_without_root_the_own_delegated_group_is_used(tmp_path, monkeypatch):
+    mount, base, proc = hierarchy(tmp_path)
+    (mount / "cgroup.subtree_control").write_text("cpu memory\n")
+    monkeypatch.setattr(cgroups.os, "geteuid", lambda: 1000)
+    assert cgroups.PayloadGroups.setup("i-1", str(mount), str(proc)).base == str(base)
+    assert not (mount / "vmagent").exists()

@@ -1,12 +1,15 @@
-"""Memory limits with cgroup v2: one group per payload below the slot manager's own (delegated) group.
+"""Memory limits with cgroup v2: one group per payload, each with ``memory.max``, no swap, OOM-killed whole.
 
-cgroup v2 forbids processes in a group that hands controllers to its children, so the slot manager
-first moves itself into a ``supervisor`` leaf of its own group, then enables the memory controller
-for the children and gives every payload a ``payload-<id>`` group with ``memory.max`` (no swap, the
-whole group killed on OOM). That needs a group the slot manager may manage: under systemd, a unit
-with ``Delegate=yes`` (``vmagent-slots.service`` has it). Anything else (cgroup v1 or hybrid
-hierarchies, no memory controller, a group shared with other processes) makes ``setup`` raise
-``CgroupUnavailable`` with the reason, and the slot manager falls back to ``RLIMIT_AS``.
+Where the payload groups live:
+- as root: below ``<mount>/vmagent/<instance>``, a subtree beside systemd's slices that holds no
+  process itself. The slot manager stays where it was started, so systemd can restart
+  ``vmagent-slots.service`` while payloads run (a unit whose own group hands the memory controller
+  to children cannot take a new process before systemd 254's ``DelegateSubgroup=``);
+- otherwise: below the slot manager's own group when it is delegated to it (``Delegate=`` or a
+  user session): it first moves itself into a ``supervisor`` leaf, since cgroup v2 allows no
+  processes in a group that hands controllers to its children.
+Anything else (cgroup v1 or hybrid hierarchies, no memory controller, a shared group) makes
+``setup`` raise ``CgroupUnavailable`` with the reason, and the slot manager uses ``RLIMIT_AS``.
 """
 
 from __future__ import annotations
@@ -58,15 +61,34 @@ class PayloadGroups:
         self.base = base
 
     @classmethod
-    def setup(cls, mount: str = MOUNT, proc_cgroup: str = "/proc/self/cgroup") -> PayloadGroups:
-        """Take over this process's own group for payloads; raises ``CgroupUnavailable`` with the reason."""
+    def setup(cls, instance: str = "local", mount: str = MOUNT,
+              proc_cgroup: str = "/proc/self/cgroup") -> PayloadGroups:
+        """Groups for payloads (see the module's text); raises ``CgroupUnavailable`` with the reason."""
         path = own_group(proc_cgroup)
         if path is None or not os.path.exists(os.path.join(mount, "cgroup.controllers")):
             raise CgroupUnavailable(f"no cgroup v2 hierarchy at {mount}")
-        base = os.path.join(mount, path.lstrip("/"))
+        if os.geteuid() == 0 and "memory" in _read(os.path.join(mount, "cgroup.controllers")).split():
+            try:
+                return cls._top_level(mount, re.sub(r"[^A-Za-z0-9_.-]", "_", instance) or "local")
+            except OSError as exc:
+                log.debug("no payload groups beside systemd's slices: %s", exc)
+        return cls._delegated(os.path.join(mount, path.lstrip("/")))
+
+    @classmethod
+    def _top_level(cls, mount: str, instance: str) -> PayloadGroups:
+        parents = [mount, os.path.join(mount, "vmagent"), os.path.join(mount, "vmagent", instance)]
+        for parent, child in zip(parents, parents[1:] + [None]):
+            if "memory" not in _read(os.path.join(parent, "cgroup.subtree_control")).split():
+                _write(os.path.join(parent, "cgroup.subtree_control"), "+memory")
+            if child:
+                os.makedirs(child, exist_ok=True)
+        return cls(parents[-1])
+
+    @classmethod
+    def _delegated(cls, base: str) -> PayloadGroups:
         if "memory" not in _read(os.path.join(base, "cgroup.controllers")).split():
             raise CgroupUnavailable(f"the memory controller is not available in {base}",
-                                    hint="run the slot manager in a unit with Delegate=yes (vmagent-slots.service)")
+                                    hint="run the slot manager as root, or in a unit with Delegate=memory")
         leaf = os.path.join(base, SUPERVISOR)
         try:
             os.makedirs(leaf, exist_ok=True)
@@ -82,7 +104,7 @@ class PayloadGroups:
                 pass
             raise CgroupUnavailable(f"cannot manage {base}: {exc.strerror or exc}",
                                     hint="other processes share the group, or it is not delegated: run the slot "
-                                         "manager in a unit with Delegate=yes (vmagent-slots.service)") from None
+                                         "manager as root, or in a unit with Delegate=memory") from None
         return cls(base)
 
     def path(self, payload_id: str) -> str:

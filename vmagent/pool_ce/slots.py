@@ -250,7 +250,7 @@ class SlotManager(Endings):
         mode = self.settings["memory_limit"]
         if mode in ("auto", "cgroup"):
             try:
-                self.groups = cgroups.PayloadGroups.setup()
+                self.groups = cgroups.PayloadGroups.setup(self.config.section("instance")["id"] or os.uname().nodename)
             except cgroups.CgroupUnavailable as exc:
                 if mode == "cgroup":
                     raise
