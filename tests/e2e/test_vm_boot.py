@@ -65,7 +65,8 @@ def serve(directory: Path):
 
 @pytest.mark.parametrize("suite,os_name", [("bookworm", "debian12"), ("bullseye", "debian11")])
 def test_vm_boots_works_and_halts(tmp_path, suite, os_name):
-    """The VM installs vmagent, registers, runs the queued payloads, halts itself; the manager shows it all."""
+    """The VM installs vmagent, registers, runs the queued payloads (one over its memory limit, one across
+    a crash and restart of the slot manager), halts itself; the manager shows it all."""
     with open(tmp_path / "build.log", "w") as log:
         image = vmimage.build(log, suite)
         wheels(tmp_path / "wheels", log, vmimage.SUITES[suite])
@@ -78,6 +79,9 @@ def test_vm_boots_works_and_halts(tmp_path, suite, os_name):
         admin = manager.client()
         ids = [admin.submit({"id": f"e2e-{i}", "command": ["python3", "-c", f"print(sum(range({i + 1} * 10**6)))"],
                              "cores": 1, "wall_estimate_seconds": 30}) for i in range(3)]
+        # still running when the slot manager is SIGKILLed: the restarted one must adopt it
+        survivor = admin.submit({"id": "e2e-long", "command": ["sleep", "45"], "cores": 1,
+                                 "wall_estimate_seconds": 45})
         # 256 MB written by a payload allowed 64 MB: the kernel kills it in its cgroup v2 group
         greedy = admin.submit({"id": "e2e-oom", "command": ["python3", "-c", "b = b'x' * (256 * 2**20)"],
                                "cores": 1, "memory_mb": 64, "wall_estimate_seconds": 30})
@@ -90,7 +94,11 @@ def test_vm_boots_works_and_halts(tmp_path, suite, os_name):
                 "endpoint": "qemu", "os": os_name, "lifetime_seconds": 3600,
                 "pilot_commands": [{"name": "check-node", "options": {"min_scratch_free_mb": 100,
                                                                       "min_memory_mb_per_core": 100}},
-                                   "check-credentials", "setup-mjf", "launch"],
+                                   "check-credentials", "setup-mjf", "launch",
+                                   # the slot manager crashes while payloads run; systemd restarts it
+                                   {"name": "exec", "options": {"argv": [
+                                       "sh", "-c", "sleep 15 && systemctl kill --signal=KILL --kill-who=main "
+                                                   "vmagent-slots.service"]}}],
                 "slots": {"poll_seconds": 2},
                 "monitor": {"period_seconds": 5, "check_seconds": 2, "no_payloads_seconds": 20,
                             "fizzle_seconds": 600}}},
@@ -133,6 +141,7 @@ def test_vm_boots_works_and_halts(tmp_path, suite, os_name):
         outcomes = {p["id"]: p["outcome"] for p in admin.payloads(limit=100)}
         assert all(outcomes[i] == "done" for i in ids), outcomes
         assert outcomes[greedy] == "failed", outcomes
+        assert outcomes[survivor] == "done", outcomes
         assert token not in text, "the enrolment token leaked into the console log"
         guest_logs = guest_files(tmp_path, overlay, ["/var/log/cloud-init.log", "/var/log/cloud-init-output.log",
                                                      "/var/log/vmagent/heartbeats.jsonl", "/var/log/syslog"])
@@ -140,6 +149,8 @@ def test_vm_boots_works_and_halts(tmp_path, suite, os_name):
         lines = guest_files(tmp_path, overlay, ["/var/lib/vmagent/pool/results.jsonl"]).splitlines()
         results = {r["id"]: r for r in (json.loads(line) for line in lines if line.strip())}
         assert "memory limit of 64 MB exceeded" in (results[greedy]["reason"] or ""), results.get(greedy)
+        # finished under the restarted slot manager, which adopted it (no rusage: not its child)
+        assert results[survivor]["outcome"] == "done" and results[survivor]["cpu_seconds"] is None, results[survivor]
     finally:
         manager.stop()
         wheel_server.shutdown()
