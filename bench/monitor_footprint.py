@@ -37,6 +37,8 @@ from typing import Any, Dict, List
 import psutil
 import yaml
 
+from vmagent.testing import send_json
+
 TARGET_RSS_MB = 30.0
 TARGET_CPU_PERCENT = 0.1
 
@@ -54,12 +56,7 @@ class Manager(http.server.BaseHTTPRequestHandler):
             vm = self.path.split("/")[-2]
             Manager.beats[vm] = Manager.beats.get(vm, 0) + 1
             answer = {"instructions": [], "heartbeat_period": None}
-        data = json.dumps(answer).encode()
-        self.send_response(201 if self.path.endswith("/register") else 200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, 201 if self.path.endswith("/register") else 200, answer)
 
     def log_message(self, format: str, *args: object) -> None:
         pass

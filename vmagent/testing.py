@@ -10,7 +10,19 @@ import yaml
 from .clock import FakeClock
 from .config import Config, from_dict
 
-__all__ = ["FakeClock", "make_config", "run_command", "write_config"]
+__all__ = ["FakeClock", "make_config", "run_command", "send_json", "write_config"]
+
+
+def send_json(handler: Any, code: int, doc: Any) -> None:
+    """Answer an ``http.server`` request with ``doc`` as JSON and status ``code`` (stand-in servers)."""
+    import json
+
+    data = json.dumps(doc).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 def make_config(root: str, commands: Optional[List[Any]] = None, **sections: Any) -> Config:

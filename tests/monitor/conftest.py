@@ -12,7 +12,7 @@ import pytest
 
 from vmagent import schemas
 from vmagent.monitor.loop import Monitor
-from vmagent.testing import make_config
+from vmagent.testing import make_config, send_json
 
 
 class Endpoint:
@@ -63,12 +63,7 @@ class Endpoint:
                 return self._answer(201, {})
 
             def _answer(self, code: int, doc: Any) -> None:
-                data = json.dumps(doc).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, code, doc)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
