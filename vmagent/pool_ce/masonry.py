@@ -190,22 +190,35 @@ class RuntimeLearner:
         self.quantile = quantile
         self._ratios: Dict[str, Deque[float]] = defaultdict(lambda: deque(maxlen=window))
         self._runtimes: Dict[str, Deque[float]] = defaultdict(lambda: deque(maxlen=window))
+        # each kind's samples in order, sorted once per finished payload rather than per decision
+        self._ordered: Dict[Tuple[str, str], List[float]] = {}
 
     def observe(self, kind: str, declared: Optional[float], runtime: float) -> None:
         self._runtimes[kind].append(runtime)
         if declared:
             self._ratios[kind].append(runtime / declared)
+        self._ordered.pop((kind, "ratios"), None)
+        self._ordered.pop((kind, "runtimes"), None)
 
     def estimate(self, kind: str, declared: Optional[float]) -> float:
-        if declared and self._ratios.get(kind):
-            ratios = sorted(self._ratios[kind])
+        ratios = self._sorted(kind, "ratios") if declared else []
+        if declared and ratios:
             return declared * ratios[min(len(ratios) - 1, int(self.quantile * len(ratios)))]
-        if self._runtimes.get(kind):
-            return statistics.median(self._runtimes[kind])
+        runtimes = self._sorted(kind, "runtimes")
+        if runtimes:
+            return statistics.median(runtimes)
         return declared or self.default_runtime
 
     def spread(self, kind: str, declared: Optional[float]) -> Tuple[float, ...]:
         """Plausible runtimes, ascending; empty until a payload of this kind has finished."""
-        if declared and self._ratios.get(kind):
-            return tuple(sorted(declared * ratio for ratio in self._ratios[kind]))
-        return tuple(sorted(self._runtimes.get(kind, ())))
+        ratios = self._sorted(kind, "ratios") if declared else []
+        if declared and ratios:
+            return tuple(declared * ratio for ratio in ratios)  # declared > 0: the order holds
+        return tuple(self._sorted(kind, "runtimes"))
+
+    def _sorted(self, kind: str, samples: str) -> List[float]:
+        key = (kind, samples)
+        if key not in self._ordered:
+            found = (self._ratios if samples == "ratios" else self._runtimes).get(kind, ())
+            self._ordered[key] = sorted(found)
+        return self._ordered[key]
