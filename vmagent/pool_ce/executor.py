@@ -12,7 +12,7 @@ import pwd
 import resource
 import subprocess
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import psutil
 
@@ -121,8 +121,8 @@ def signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def accounts(config: Config) -> List[str]:
-    """The accounts payloads and pilots run as (checked: they exist, and only root may switch)."""
+def check_accounts(config: Config) -> None:
+    """Refuse configured accounts for payloads and pilots that do not exist, or a non-root slot manager."""
     settings = config.section("slots")
     keys = [("slots.payload_user", settings["payload_user"])] if settings["payload_user"] else []
     keys += [(f"slots.pilot.users[{i}]", name) for i, name in enumerate(settings["pilot"]["users"])]
@@ -136,4 +136,3 @@ def accounts(config: Config) -> List[str]:
         problems.append((keys[0][0], "running payloads as another user needs the slot manager to run as root"))
     if problems:
         raise ConfigError(config.source, problems)
-    return [name for _, name in keys]

@@ -59,7 +59,7 @@ class SlotManager(Endings):
         self.next_poll = 0.0
         self.scratch = config.path("paths.scratch")
         self.groups: Optional[cgroups.PayloadGroups] = None  # cgroup v2 memory limits, set up by run()
-        self.users = executor.accounts(config)
+        executor.check_accounts(config)  # before anything starts
         self.event_driven = event_driven  # False: find finished payloads only by polling (benchmark baseline)
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ class SlotManager(Endings):
         return bool(self.settings["exit_when_idle"] and not self.held and not self._offers_left())
 
     def _offers_left(self) -> bool:
-        return bool(self.source.offer(self.capacity()))
+        return bool(self.source.offer(self.capacity(self.shutdown_at())))
 
     def _timeout(self) -> float:
         now = self.clock.time()
@@ -145,8 +145,8 @@ class SlotManager(Endings):
 
     # --- filling ----------------------------------------------------------------------------------
 
-    def capacity(self) -> Dict[str, Any]:
-        shutdown = self.shutdown_at()
+    def capacity(self, shutdown: Optional[float]) -> Dict[str, Any]:
+        """What the source may offer for, with the VM's ``shutdown`` time (MJF shutdowntime) if known."""
         remaining = int(shutdown - self.clock.time()) if shutdown else 10 * 365 * 86400
         return {"free_cores": self.allocator.free_cores, "free_memory_mb": self.allocator.free_memory_mb,
                 "remaining_seconds": max(0, remaining), "total_cores": self.allocator.total_cores,
@@ -164,8 +164,9 @@ class SlotManager(Endings):
         self.next_poll = now + self.settings["poll_seconds"]
         if self.allocator.free_cores == 0:
             return False
+        shutdown = self.shutdown_at()  # read once per fill: both the source and the policy see it
         try:
-            offers = self.source.offer(self.capacity())
+            offers = self.source.offer(self.capacity(shutdown))
         except VmagentError as exc:
             log.warning("payload source %s: %s", self.source.name, exc.message)
             offers = []
@@ -178,11 +179,11 @@ class SlotManager(Endings):
         if not candidates:
             return bool(offers)
         started = False
-        for payload_id in self.policy.decide(self.view(candidates, now)):
+        for payload_id in self.policy.decide(self.view(candidates, now, shutdown)):
             started |= self.launch(candidates[payload_id])
         return started or bool(offers)
 
-    def view(self, candidates: Dict[str, Dict[str, Any]], now: float) -> PoolView:
+    def view(self, candidates: Dict[str, Dict[str, Any]], now: float, shutdown: Optional[float]) -> PoolView:
         total = self.allocator.total_cores
         running = tuple(RunningPayload(pid, e["cores"], e["memory_mb"], e["started_at"], e["estimated_end"])
                         for pid, e in self.running.items())
@@ -192,7 +193,7 @@ class SlotManager(Endings):
                            learner.estimate(p["kind"], p["wall_estimate_seconds"]), p.get("_queued_at", now),
                            p["kind"], learner.spread(p["kind"], p["wall_estimate_seconds"]))
             for p in sorted(candidates.values(), key=lambda p: -p["priority"]))
-        return PoolView(now, self.shutdown_at(), total, self.allocator.total_memory_mb, self.allocator.free_cores,
+        return PoolView(now, shutdown, total, self.allocator.total_memory_mb, self.allocator.free_cores,
                         self.allocator.free_memory_mb, running, waiting)
 
     def launch(self, payload: Dict[str, Any]) -> bool:
