@@ -43,6 +43,13 @@ def _write(path: str, value: str) -> None:
         fh.write(value)
 
 
+def _hand_down_memory(group: str) -> None:
+    """Enable the memory controller for ``group``'s children (once)."""
+    control = os.path.join(group, "cgroup.subtree_control")
+    if "memory" not in _read(control).split():
+        _write(control, "+memory")
+
+
 def own_group(proc_cgroup: str = "/proc/self/cgroup") -> Optional[str]:
     """This process's cgroup v2 path (``0::<path>``), or None on a v1-only system."""
     try:
@@ -78,8 +85,7 @@ class PayloadGroups:
     def _top_level(cls, mount: str, instance: str) -> PayloadGroups:
         parents = [mount, os.path.join(mount, "vmagent"), os.path.join(mount, "vmagent", instance)]
         for parent, child in zip(parents, parents[1:] + [None]):
-            if "memory" not in _read(os.path.join(parent, "cgroup.subtree_control")).split():
-                _write(os.path.join(parent, "cgroup.subtree_control"), "+memory")
+            _hand_down_memory(parent)
             if child:
                 os.makedirs(child, exist_ok=True)
         return cls(parents[-1])
@@ -94,8 +100,7 @@ class PayloadGroups:
             os.makedirs(leaf, exist_ok=True)
             if os.path.basename(base) != SUPERVISOR:
                 _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
-            if "memory" not in _read(os.path.join(base, "cgroup.subtree_control")).split():
-                _write(os.path.join(base, "cgroup.subtree_control"), "+memory")
+            _hand_down_memory(base)
         except OSError as exc:
             try:  # leave things as they were
                 _write(os.path.join(base, "cgroup.procs"), str(os.getpid()))
