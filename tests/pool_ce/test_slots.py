@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import pytest
 import yaml
 
 PAYLOAD = ("import json, os, sys, time; t0 = time.time(); time.sleep(float(sys.argv[1]));"
@@ -85,3 +90,46 @@ def test_sigkill_and_restart_loses_no_payload(tmp_path):
     assert set(found) == {f"p{i}" for i in range(6)}
     assert all(r["outcome"] == "done" for r in found.values()), found
     assert not list((tmp_path / "root/var/spool/vmagent/incoming").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_payloads_run_as_payload_user():
+    """slots.payload_user: every payload runs as that account, in a work directory it owns, its output too."""
+    base = Path(tempfile.mkdtemp(prefix="vmagent-payload-user-"))  # pytest's tmp_path is private to root
+    os.chmod(base, 0o755)
+    try:
+        cfg = config(base)
+        settings = yaml.safe_load(Path(cfg).read_text())
+        settings["slots"]["payload_user"] = "nobody"
+        Path(cfg).write_text(yaml.safe_dump(settings))
+        code = "import os; print(os.getuid(), os.getgid()); open('who', 'w').write(str(os.getuid()))"
+        # the system's python3: the test interpreter may live where other users cannot reach (/root)
+        submit(cfg, [{"id": f"u{i}", "cores": 1, "command": ["/usr/bin/python3", "-c", code]} for i in range(2)],
+               base)
+        subprocess.run([sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run"], check=True, timeout=120,
+                       capture_output=True)
+        found = results(base)
+        nobody = pwd.getpwnam("nobody")
+        assert {k: r["outcome"] for k, r in found.items()} == {"u0": "done", "u1": "done"}, found
+        for pid in found:
+            workdir = base / f"root/scratch/payloads/{pid}"
+            assert int((workdir / "who").read_text()) == nobody.pw_uid
+            assert (workdir / "stdout").read_text().split() == [str(nobody.pw_uid), str(nobody.pw_gid)]
+            assert workdir.stat().st_uid == (workdir / "stdout").stat().st_uid == nobody.pw_uid
+    finally:
+        shutil.rmtree(base)
+
+
+def test_unknown_payload_user_is_a_config_error(tmp_path):
+    """An account that does not exist is refused before any payload starts: exit 2, the key named."""
+    cfg = config(tmp_path)
+    settings = yaml.safe_load(Path(cfg).read_text())
+    settings["slots"]["payload_user"] = "no-such-account-x"
+    Path(cfg).write_text(yaml.safe_dump(settings))
+    submit(cfg, [payload("kept", 1, 0.1)], tmp_path)
+    done = subprocess.run([sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "slots.payload_user" in done.stderr and "no-such-account-x" in done.stderr, done.stderr
+    assert not results(tmp_path)  # nothing started: the payload still waits in the spool
+    assert [p.name for p in (tmp_path / "root/var/spool/vmagent/incoming").iterdir()] == ["kept.json"]
