@@ -1,0 +1,26 @@
+"""The masonry benchmark runs and its figures hold together (a short run: two VMs per workload)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "masonry.py"
+
+
+def test_masonry_benchmark_figures():
+    done = subprocess.run([sys.executable, str(BENCH), "--vms", "2", "--bounds", "--json"],
+                          capture_output=True, text=True, check=True, timeout=300)
+    results = json.loads(done.stdout)
+    assert set(results) == {"mostly-single", "1c+8c-on-32", "whole-node-on-16", "poor-estimates-48h",
+                            "noisy-estimates-48h"}
+    for name, by_policy in results.items():
+        assert by_policy["clairvoyant"]["killed"] == 0, name  # true runtimes: nothing started too late
+        for policy, figures in by_policy.items():
+            assert 0.5 < figures["good_utilisation"] <= 1.0, (name, policy)
+            assert 0.0 <= figures["multicore_share"] <= 1.0, (name, policy)
+        bounded = "estimates" in name
+        assert ("both" in by_policy) == bounded, name
+        if bounded:  # told which payloads will not finish, it stops them instead of running them to the halt
+            assert by_policy["told-kills"]["killed"] == 0 and by_policy["told-kills"]["stopped"] > 0, name
+            assert by_policy["backfill"]["stopped"] == 0 and by_policy["backfill"]["killed"] > 0, name
