@@ -107,6 +107,20 @@ def test_near_shutdown_likeliest_to_finish_first():
     assert policy.finish_chance(view(waiting), waiting[0]) == 1.0  # no shutdown known
 
 
+def test_end_game_goes_longest_first_without_reserving():
+    """With less time left than the median estimate, likely payloads go longest first, nothing reserved."""
+    running = [RunningPayload("r", 3, 0, 0.0, 500.0)]
+    waiting = [wait("whole", 4, 300), wait("short", 1, 100), wait("mid", 1, 500), wait("long", 1, 650),
+               *(wait(f"too-long-{i}", 1, 1000 + 100 * i) for i in range(4))]
+    end = view(waiting, running, free=1, shutdown=750.0)  # median estimate 825 s, 750 s left
+    assert not Backfill().in_end_game(view(waiting, running, free=1, shutdown=2000.0))
+    assert Backfill().in_end_game(end) and not Backfill(end_game=0).in_end_game(end)
+    # the longest that fits the time left (650 s + 65 s margin); 'short' stays for the last minutes
+    assert Backfill().decide(end) == ["long"]
+    # before the end game: 'whole' is reserved from t=500 and only 'short' ends before that
+    assert Backfill(end_game=0).decide(end) == ["short"]
+
+
 def test_overrunning_payload_is_expected_to_need_more_time():
     """A running payload past its estimate holds the reservation a further share of its run so far."""
     running = [RunningPayload("late", 2, 0, 0.0, 1000.0)]

@@ -9,7 +9,7 @@ allocator. ``waiting`` is in priority order; a whole-node payload has ``cores ==
 Built-ins: ``greedy`` (first fit, as DIRAC's PoolComputingElement), ``fifo`` (strict order) and
 ``backfill`` (the default): it reserves cores for the first payload that does not fit, starts others
 only where they do not delay that reservation, treats memory as a second dimension, and near the
-VM's shutdown starts only what is likely to finish, most likely first. ``RuntimeLearner`` turns
+VM's shutdown starts only what is likely to finish, the longest of those first. ``RuntimeLearner`` turns
 finished payloads into estimates and into the spread of plausible runtimes behind them.
 """
 
@@ -102,24 +102,32 @@ class Backfill:
     cores still free, those at least ``hopeful`` likely, the likeliest first (near the end an idle
     core finishes nothing, a payload that probably finishes usually does). A running payload past its
     estimated end is assumed to need a further ``overrun_fraction`` of the time it has run so far.
+
+    The end game begins when the time left is under ``end_game`` times the median estimate of the
+    waiting payloads (0 turns it off): the likely payloads then go longest first and nothing is
+    reserved, so that the short ones are still there for the last minutes, when nothing else fits
+    (taken first, they leave a queue of payloads too long to finish and idle cores at the end).
     """
 
     name = "backfill"
 
     def __init__(self, margin_fraction: float = 0.1, margin_seconds: float = 60.0, confident: float = 0.9,
-                 hopeful: float = 0.3, overrun_fraction: float = 0.25) -> None:
+                 hopeful: float = 0.3, overrun_fraction: float = 0.25, end_game: float = 1.0) -> None:
         self.margin_fraction = margin_fraction
         self.margin_seconds = margin_seconds
         self.confident = confident
         self.hopeful = hopeful
         self.overrun_fraction = overrun_fraction
+        self.end_game = end_game
 
     def decide(self, view: PoolView) -> List[str]:
         cores, memory, chosen = view.free_cores, view.free_memory_mb, []
         ends = [(self._expected_end(view.now, r), r.cores, r.memory_mb) for r in view.running]
         shadow: Optional[Shadow] = None
         unsure: List[Tuple[float, int, WaitingPayload]] = []
-        for rank, payload in enumerate(view.waiting):
+        end_game = self.in_end_game(view)
+        order = sorted(view.waiting, key=lambda p: -p.estimated_runtime) if end_game else view.waiting
+        for rank, payload in enumerate(order):
             chance = self.finish_chance(view, payload)
             if chance < self.confident:
                 if chance >= self.hopeful:
@@ -131,7 +139,7 @@ class Backfill:
                     chosen.append(payload.id)
                     cores, memory = cores - payload.cores, memory - payload.memory_mb
                     ends.append((view.now + payload.estimated_runtime, payload.cores, payload.memory_mb))
-            elif shadow is None:
+            elif shadow is None and not end_game:
                 shadow = self._reserve(payload, cores, memory, ends, view.now)
         for _, _, payload in sorted(unsure, key=lambda found: (-found[0], found[1])):
             if _fits(payload, cores, memory):
@@ -140,6 +148,13 @@ class Backfill:
                     chosen.append(payload.id)
                     cores, memory = cores - payload.cores, memory - payload.memory_mb
         return chosen
+
+    def in_end_game(self, view: PoolView) -> bool:
+        """Whether the time left is under ``end_game`` times the waiting payloads' median estimate."""
+        if view.shutdown_at is None or not view.waiting or not self.end_game:
+            return False
+        typical = statistics.median(p.estimated_runtime for p in view.waiting)
+        return view.shutdown_at - view.now < self.end_game * typical
 
     def finish_chance(self, view: PoolView, payload: WaitingPayload) -> float:
         """How likely ``payload``, started now, ends before the VM's shutdown (1.0 without one)."""
