@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,40 @@ sys.path.insert(0, str(Path(__file__).parent))
 import vmimage  # noqa: E402
 
 DEPENDENCIES = ["psutil", "requests", "pyyaml", "jinja2", "cryptography", "jsonschema"]
+# Slot managers that are not root, each in a unit delegated to it (Delegate=yes): the other cgroup v2 path,
+# their own group split into a supervisor leaf and payload groups. memory_limit cgroup: fail, not fall back
+# to RLIMIT_AS. Run by the pipeline before launch, so the monitor's halt policies take no notice of them.
+NONROOT = "/var/tmp/nonroot"
+CAT_CGROUP = {"command": ["cat", "/proc/self/cgroup"], "memory_mb": 32}
+NONROOT_RUNS = {  # unit: its payloads, one unit after the other
+    "vmagent-nonroot.service": {"nonroot-small": CAT_CGROUP, "nonroot-big": {
+        "command": ["python3", "-c", "b = b'x' * (256 * 2**20)"], "memory_mb": 64}},
+    # started in its group's supervisor leaf already, where systemd 254's DelegateSubgroup=supervisor puts it
+    "vmagent-nonroot-sub.service": {"nonroot-sub": CAT_CGROUP},
+}
+
+
+def nonroot_script() -> str:
+    """Shell that writes the non-root slot managers' files below NONROOT and runs them as nobody."""
+    def put(name: str, text: str) -> str:
+        return f"printf '%s\\n' {shlex.quote(text)} > {NONROOT}/{name}"
+
+    config = {"paths": {k: f"{NONROOT}/{k}" for k in ("state_dir", "log_dir", "run_dir", "scratch")},
+              "slots": {"source": "spool", "spool_dir": f"{NONROOT}/spool", "memory_limit": "cgroup",
+                        "poll_seconds": 1}}
+    # a file, since systemd would take the $ of a command line for its own variables
+    leaf = ("g=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)/supervisor\n"
+            'mkdir $g && echo $$ > $g/cgroup.procs && exec "$@"')
+    lines = [f"mkdir -p {NONROOT}/spool/incoming", put("vmagent.yaml", json.dumps(config)), put("leaf.sh", leaf)]
+    for unit, payloads in NONROOT_RUNS.items():
+        lines += [put(f"spool/incoming/{i}.json", json.dumps({"id": i, **p})) for i, p in payloads.items()]
+        start = "" if unit == "vmagent-nonroot.service" else f"/bin/sh {NONROOT}/leaf.sh "
+        lines += [f"chown -R nobody: {NONROOT}",
+                  f"systemd-run --wait --collect --unit={unit} -p User=nobody -p Delegate=yes "
+                  f"-p StandardError=append:{NONROOT}/{unit}.log {start}/opt/vmagent/bin/vmagent "
+                  f"-c {NONROOT}/vmagent.yaml pool run --exit-when-idle",
+                  f"echo exit status $? >> {NONROOT}/{unit}.log"]
+    return "\n".join(lines)
 
 
 def wheels(target: Path, log, python: str) -> None:
@@ -94,7 +129,11 @@ def test_vm_boots_works_and_halts(tmp_path, suite, os_name):
                 "endpoint": "qemu", "os": os_name, "lifetime_seconds": 3600,
                 "pilot_commands": [{"name": "check-node", "options": {"min_scratch_free_mb": 100,
                                                                       "min_memory_mb_per_core": 100}},
-                                   "check-credentials", "setup-mjf", "launch",
+                                   "check-credentials", "setup-mjf",
+                                   # its failure shows in the assertions below, not as a pipeline without launch
+                                   {"name": "exec", "timeout": 180, "on_failure": "continue",
+                                    "options": {"argv": ["sh", "-c", nonroot_script()]}},
+                                   "launch",
                                    # the slot manager crashes while payloads run; systemd restarts it
                                    {"name": "exec", "options": {"argv": [
                                        "sh", "-c", "sleep 15 && systemctl kill --signal=KILL --kill-who=main "
@@ -143,27 +182,42 @@ def test_vm_boots_works_and_halts(tmp_path, suite, os_name):
         assert outcomes[greedy] == "failed", outcomes
         assert outcomes[survivor] == "done", outcomes
         assert token not in text, "the enrolment token leaked into the console log"
-        guest_logs = guest_files(tmp_path, overlay, ["/var/log/cloud-init.log", "/var/log/cloud-init-output.log",
-                                                     "/var/log/vmagent/heartbeats.jsonl", "/var/log/syslog"])
+        logs = ["/var/log/cloud-init.log", "/var/log/cloud-init-output.log", "/var/log/vmagent/heartbeats.jsonl",
+                "/var/log/syslog"]
+        units = {i: unit for unit, payloads in NONROOT_RUNS.items() for i in payloads}
+        spool = {i: f"{NONROOT}/spool/results/{i}.json" for i in units}
+        cat_out = {i: f"{NONROOT}/scratch/payloads/{i}/stdout" for i in ("nonroot-small", "nonroot-sub")}
+        files = guest_files(tmp_path, overlay, [*logs, "/var/lib/vmagent/pool/results.jsonl", *spool.values(),
+                                                *cat_out.values(), *(f"{NONROOT}/{u}.log" for u in NONROOT_RUNS)])
+        guest_logs = "\n".join(files[p] for p in logs)
         assert guest_logs and token not in guest_logs, "the enrolment token leaked into a guest log"
-        lines = guest_files(tmp_path, overlay, ["/var/lib/vmagent/pool/results.jsonl"]).splitlines()
+        lines = files["/var/lib/vmagent/pool/results.jsonl"].splitlines()
         results = {r["id"]: r for r in (json.loads(line) for line in lines if line.strip())}
         assert "memory limit of 64 MB exceeded" in (results[greedy]["reason"] or ""), results.get(greedy)
         # finished under the restarted slot manager, which adopted it (no rusage: not its child)
         assert results[survivor]["outcome"] == "done" and results[survivor]["cpu_seconds"] is None, results[survivor]
+        # the non-root slot managers: their groups delegated, the payloads' groups below them, the kernel's OOM kill
+        slots_logs = {u: files[f"{NONROOT}/{u}.log"] for u in NONROOT_RUNS}
+        for unit, text in slots_logs.items():
+            assert f"cgroup v2 below /sys/fs/cgroup/system.slice/{unit}\n" in text and "exit status 0" in text, text
+        found = {i: json.loads(files[path] or "{}") for i, path in spool.items()}
+        for i, path in cat_out.items():
+            assert files[path] == f"0::/system.slice/{units[i]}/payload-{i}\n", files[path]
+            assert found[i].get("outcome") == "done", found
+        assert "memory limit of 64 MB exceeded" in (found["nonroot-big"].get("reason") or ""), found
     finally:
         manager.stop()
         wheel_server.shutdown()
         wheel_server.server_close()
 
 
-def guest_files(tmp_path: Path, overlay: Path, paths) -> str:
-    """The text of files in the guest's disk after it stopped, read with debugfs (nothing is mounted)."""
+def guest_files(tmp_path: Path, overlay: Path, paths) -> dict:
+    """The text of files in the guest's disk after it stopped ("" if missing), read with debugfs (nothing is
+    mounted); one conversion of the disk for all of them."""
     raw = tmp_path / "disk.raw"
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(overlay), str(raw)], check=True)
-    found = []
+    found = {}
     for path in paths:
-        done = subprocess.run(["debugfs", "-R", f"cat {path}", str(raw)], capture_output=True, text=True)
-        found.append(done.stdout)
+        found[path] = subprocess.run(["debugfs", "-R", f"cat {path}", str(raw)], capture_output=True, text=True).stdout
     raw.unlink()
-    return "\n".join(found)
+    return found

@@ -113,3 +113,18 @@ def test_without_root_the_own_delegated_group_is_used(tmp_path, monkeypatch):
     monkeypatch.setattr(cgroups.os, "geteuid", lambda: 1000)
     assert cgroups.PayloadGroups.setup("i-1", str(mount), str(proc)).base == str(base)
     assert not (mount / "vmagent").exists()
+
+
+def test_started_in_the_supervisor_leaf_its_parent_holds_the_payloads(tmp_path, monkeypatch):
+    """Already in supervisor/ (systemd's DelegateSubgroup=): the leaf's parent is the base, nothing nested."""
+    mount, leaf, proc = hierarchy(tmp_path, own="/system.slice/vmagent-slots.service/supervisor")
+    service = leaf.parent
+    (service / "cgroup.controllers").write_text("cpu memory pids\n")
+    (service / "cgroup.subtree_control").write_text("\n")
+    (leaf / "cgroup.controllers").write_text("\n")  # a leaf with processes hands nothing down
+    monkeypatch.setattr(cgroups.os, "geteuid", lambda: 1000)
+    groups = cgroups.PayloadGroups.setup("i-1", str(mount), str(proc))
+    assert groups.base == str(service)
+    assert (service / "cgroup.subtree_control").read_text() == "+memory"
+    assert not (leaf / "supervisor").exists() and (leaf / "cgroup.procs").read_text() == f"{os.getpid()}\n"
+    assert groups.path("p1") == str(service / "payload-p1")

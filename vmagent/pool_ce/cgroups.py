@@ -7,7 +7,8 @@ Where the payload groups live:
   to children cannot take a new process before systemd 254's ``DelegateSubgroup=``);
 - otherwise: below the slot manager's own group when it is delegated to it (``Delegate=`` or a
   user session): it first moves itself into a ``supervisor`` leaf, since cgroup v2 allows no
-  processes in a group that hands controllers to its children.
+  processes in a group that hands controllers to its children (started in that leaf already, as
+  with systemd 254's ``DelegateSubgroup=supervisor``, it uses the leaf's parent).
 Anything else (cgroup v1 or hybrid hierarchies, no memory controller, a shared group) makes
 ``setup`` raise ``CgroupUnavailable`` with the reason, and the slot manager uses ``RLIMIT_AS``.
 """
@@ -91,20 +92,22 @@ class PayloadGroups:
         return cls(parents[-1])
 
     @classmethod
-    def _delegated(cls, base: str) -> PayloadGroups:
+    def _delegated(cls, own: str) -> PayloadGroups:
+        base = os.path.dirname(own) if os.path.basename(own) == SUPERVISOR else own
         if "memory" not in _read(os.path.join(base, "cgroup.controllers")).split():
             raise CgroupUnavailable(f"the memory controller is not available in {base}",
                                     hint="run the slot manager as root, or in a unit with Delegate=memory")
         leaf = os.path.join(base, SUPERVISOR)
         try:
             os.makedirs(leaf, exist_ok=True)
-            if os.path.basename(base) != SUPERVISOR:
+            if own != leaf:
                 _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
             _hand_down_memory(base)
         except OSError as exc:
             try:  # leave things as they were
-                _write(os.path.join(base, "cgroup.procs"), str(os.getpid()))
-                os.rmdir(leaf)
+                _write(os.path.join(own, "cgroup.procs"), str(os.getpid()))
+                if own != leaf:
+                    os.rmdir(leaf)
             except OSError:
                 pass
             raise CgroupUnavailable(f"cannot manage {base}: {exc.strerror or exc}",
