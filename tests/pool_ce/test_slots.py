@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from vmagent.pool_ce import executor
+
 PAYLOAD = ("import json, os, sys, time; t0 = time.time(); time.sleep(float(sys.argv[1]));"
            "json.dump({'cpus': sorted(os.sched_getaffinity(0)), 'omp': os.environ['OMP_NUM_THREADS'],"
            "'start': t0, 'end': time.time(), 'jobfeatures': os.environ['JOBFEATURES']}, open('out.json', 'w'))")
@@ -133,3 +135,28 @@ def test_unknown_payload_user_is_a_config_error(tmp_path):
     assert "slots.payload_user" in done.stderr and "no-such-account-x" in done.stderr, done.stderr
     assert not results(tmp_path)  # nothing started: the payload still waits in the spool
     assert [p.name for p in (tmp_path / "root/var/spool/vmagent/incoming").iterdir()] == ["kept.json"]
+
+
+def test_max_rss_is_the_payloads_own():
+    """A payload smaller than the slot manager reports no peak rather than the slot manager's size (Linux
+    counts what a child shared with its parent before exec); a bigger one reports its own."""
+    assert executor.payload_max_rss(None, 50 * 2**20) is None
+    assert executor.payload_max_rss(52 * 2**20, 50 * 2**20) is None  # the inherited size, not the payload's
+    assert executor.payload_max_rss(300 * 2**20, 50 * 2**20) == 300 * 2**20
+    assert executor.payload_max_rss(300 * 2**20, None) == 300 * 2**20
+    assert executor.own_rss() > 2**20
+
+
+def test_max_rss_reported_for_real_payloads(tmp_path):
+    """End to end: a 300 MB payload reports at least that, a tiny one no inherited figure."""
+    cfg = config(tmp_path)
+    touch = "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"
+    submit(cfg, [{"id": "tiny", "cores": 1, "command": ["/bin/true"]},
+                 {"id": "big", "cores": 1, "memory_mb": 1000, "command": [sys.executable, "-c", touch]}], tmp_path)
+    subprocess.run([sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run"], check=True, timeout=120,
+                   capture_output=True)
+    found = results(tmp_path)
+    assert found["big"]["outcome"] == "done" and found["big"]["max_rss_bytes"] >= 300 * 2**20, found["big"]
+    assert found["tiny"]["outcome"] == "done", found["tiny"]
+    # /bin/true needs about a megabyte: anything reported must be its own, below the slot manager's size
+    assert found["tiny"]["max_rss_bytes"] is None or found["tiny"]["max_rss_bytes"] < 8 * 2**20, found["tiny"]

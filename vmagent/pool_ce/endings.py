@@ -44,7 +44,7 @@ class Endings:
                     continue
                 code = os.waitstatus_to_exitcode(status) if status >= 0 else executor.exit_code_file(entry["workdir"])
                 cpu = (usage.ru_utime + usage.ru_stime) if usage else None
-                rss = usage.ru_maxrss * 1024 if usage else None
+                rss = executor.payload_max_rss(usage.ru_maxrss * 1024 if usage else None, entry.get("spawn_rss"))
                 self._finished_with(entry, code, cpu, rss)
                 changed = True
             elif not executor.alive(entry["pid"], entry.get("create_time")):
@@ -66,7 +66,7 @@ class Endings:
             outcome, reason = ("done", None) if code == 0 else ("failed", f"exit code {code}")
         signal_number = -code if code is not None and code < 0 else None
         self.finish_entry(entry, outcome, code if code is None or code >= 0 else None, signal_number,
-                          cpu=cpu, rss=rss or usage.get("peak_bytes"), reason=reason)
+                          cpu=cpu, rss=usage.get("peak_bytes") or rss, reason=reason)
         if self.groups:
             self.groups.remove(entry["payload"]["id"])
         self.allocator.release(entry["payload"]["id"])

@@ -22,6 +22,7 @@ from . import cgroups
 
 WRAPPER = '"$@"; rc=$?; echo $rc > .vmagent-exit-code.tmp && mv .vmagent-exit-code.tmp .vmagent-exit-code; exit $rc'
 EXIT_FILE = ".vmagent-exit-code"
+RSS_SLACK = 8 * 2**20  # what the slot manager may grow between measuring itself and forking
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "GOTO_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
@@ -31,6 +32,7 @@ class Launched:
     pid: int
     workdir: str
     popen: Optional[subprocess.Popen]
+    spawn_rss: Optional[int] = None  # the slot manager's resident size when it forked the payload
 
 
 def payload_env(base: Mapping[str, str], payload: Mapping[str, Any], cpus: Sequence[int],
@@ -76,6 +78,7 @@ def start(payload: Mapping[str, Any], cpus: Sequence[int], workdir: str, env: Ma
 
     if account:
         env = dict(env, USER=account.pw_name, LOGNAME=account.pw_name)
+    spawn_rss = own_rss()
     with open(outputs[0], "ab") as out, open(outputs[1], "ab") as err:
         try:
             popen = subprocess.Popen(
@@ -84,7 +87,27 @@ def start(payload: Mapping[str, Any], cpus: Sequence[int], workdir: str, env: Ma
                 start_new_session=True, close_fds=True, preexec_fn=confine)  # noqa: PLW1509 - single-threaded
         except (OSError, subprocess.SubprocessError) as exc:
             raise CommandFailed(f"payload {payload['id']} could not start: {exc}") from None
-    return Launched(popen.pid, workdir, popen)
+    return Launched(popen.pid, workdir, popen, spawn_rss)
+
+
+def own_rss() -> Optional[int]:
+    """This process's resident size now, in bytes (what a child forked now starts with); None if unknown."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def payload_max_rss(ru_maxrss_bytes: Optional[int], spawn_rss: Optional[int]) -> Optional[int]:
+    """A payload's peak resident size from its rusage, or None where the rusage cannot tell.
+
+    Linux counts in a child's ``ru_maxrss`` the memory it shared with its parent between fork and exec,
+    so a payload that stays smaller than the slot manager reports the slot manager's size, not its own.
+    """
+    if ru_maxrss_bytes is None or spawn_rss is None:
+        return ru_maxrss_bytes
+    return ru_maxrss_bytes if ru_maxrss_bytes > spawn_rss + RSS_SLACK else None
 
 
 def exit_code_file(workdir: str) -> Optional[int]:

@@ -232,6 +232,7 @@ class SlotManager(Endings):
             "memory_mb": payload["memory_mb"], "pid": launched.pid, "pgid": launched.pid, "started_at": now,
             "estimated_end": now + estimate, "workdir": workdir, "popen": launched.popen,
             "create_time": executor.create_time(launched.pid), "deadline": now + limit_s if limit_s else None,
+            "spawn_rss": launched.spawn_rss,
         }
         self.stamps["last_started_at"] = now
         log.info("started %s on CPUs %s (%d cores, %d MB), pid %d", payload["id"], cpus, cores,
