@@ -43,6 +43,7 @@ DEPENDENCIES = ["psutil", "requests", "pyyaml", "jinja2", "cryptography", "jsons
 # their own group split into a supervisor leaf and payload groups. memory_limit cgroup: fail, not fall back
 # to RLIMIT_AS. Run by the pipeline before launch, so the monitor's halt policies take no notice of them.
 NONROOT = "/var/tmp/nonroot"
+SLOTS_JOURNAL = "/var/tmp/vmagent-slots.journal"
 CAT_CGROUP = {"command": ["cat", "/proc/self/cgroup"], "memory_mb": 32}
 NONROOT_RUNS = {  # unit: its payloads, one unit after the other
     "vmagent-nonroot.service": {"nonroot-small": CAT_CGROUP, "nonroot-big": {
@@ -134,10 +135,12 @@ def test_vm_boots_works_and_halts(tmp_path, suite, os_name):
                                    {"name": "exec", "timeout": 180, "on_failure": "continue",
                                     "options": {"argv": ["sh", "-c", nonroot_script()]}},
                                    "launch",
-                                   # the slot manager crashes while payloads run; systemd restarts it
+                                   # the slot manager crashes while payloads run; systemd restarts it (its
+                                   # journal, kept in a file the test reads, shows the adoption)
                                    {"name": "exec", "options": {"argv": [
                                        "sh", "-c", "sleep 15 && systemctl kill --signal=KILL --kill-who=main "
-                                                   "vmagent-slots.service"]}}],
+                                                   "vmagent-slots.service && sleep 15 && journalctl --no-pager "
+                                                   f"-u vmagent-slots.service > {SLOTS_JOURNAL}"]}}],
                 "slots": {"poll_seconds": 2},
                 "monitor": {"period_seconds": 5, "check_seconds": 2, "no_payloads_seconds": 20,
                             "fizzle_seconds": 600}}},
@@ -187,15 +190,20 @@ def test_vm_boots_works_and_halts(tmp_path, suite, os_name):
         units = {i: unit for unit, payloads in NONROOT_RUNS.items() for i in payloads}
         spool = {i: f"{NONROOT}/spool/results/{i}.json" for i in units}
         cat_out = {i: f"{NONROOT}/scratch/payloads/{i}/stdout" for i in ("nonroot-small", "nonroot-sub")}
-        files = guest_files(tmp_path, overlay, [*logs, "/var/lib/vmagent/pool/results.jsonl", *spool.values(),
+        files = guest_files(tmp_path, overlay, [*logs, "/var/lib/vmagent/pool/results.jsonl", SLOTS_JOURNAL,
+                                                *spool.values(),
                                                 *cat_out.values(), *(f"{NONROOT}/{u}.log" for u in NONROOT_RUNS)])
         guest_logs = "\n".join(files[p] for p in logs)
         assert guest_logs and token not in guest_logs, "the enrolment token leaked into a guest log"
         lines = files["/var/lib/vmagent/pool/results.jsonl"].splitlines()
         results = {r["id"]: r for r in (json.loads(line) for line in lines if line.strip())}
         assert "memory limit of 64 MB exceeded" in (results[greedy]["reason"] or ""), results.get(greedy)
-        # finished under the restarted slot manager, which adopted it (no rusage: not its child)
-        assert results[survivor]["outcome"] == "done" and results[survivor]["cpu_seconds"] is None, results[survivor]
+        # finished under the restarted slot manager, which adopted it; its CPU time from its cgroup (not a child)
+        assert f"re-adopted {survivor} (pid" in files[SLOTS_JOURNAL], files[SLOTS_JOURNAL][-3000:]
+        # every payload in a group of its own, none in the unit's: systemd restarts a clean unit
+        assert "left-over process" not in files[SLOTS_JOURNAL], files[SLOTS_JOURNAL][-3000:]
+        assert results[survivor]["outcome"] == "done" and results[survivor]["cpu_seconds"] is not None, results
+        assert all(results[i]["cpu_seconds"] > 0 for i in ids), results
         # the non-root slot managers: their groups delegated, the payloads' groups below them, the kernel's OOM kill
         slots_logs = {u: files[f"{NONROOT}/{u}.log"] for u in NONROOT_RUNS}
         for unit, text in slots_logs.items():

@@ -7,6 +7,7 @@ in vmagent-slots.service and a payload over its memory limit is killed by the ke
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -45,12 +46,14 @@ def test_payload_group_limits_memory_and_reports_usage(tmp_path):
     group = groups.create("a/b", 100)
     assert group == str(base / "payload-a_b")  # ids are made safe as one path component
     assert (base / "payload-a_b/memory.max").read_text() == str(100 * 2**20)
+    assert (Path(groups.create("unlimited", None)) / "memory.max").read_text() == "max"  # a group all the same
     assert (base / "payload-a_b/memory.swap.max").read_text() == "0"
     assert (base / "payload-a_b/memory.oom.group").read_text() == "1"
-    assert groups.usage("a/b") == {"peak_bytes": None, "oom_kills": None}
+    assert groups.usage("a/b") == {"peak_bytes": None, "oom_kills": None, "cpu_usec": None}
     (base / "payload-a_b/memory.peak").write_text("123456\n")
     (base / "payload-a_b/memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
-    assert groups.usage("a/b") == {"peak_bytes": 123456, "oom_kills": 1}
+    (base / "payload-a_b/cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n")
+    assert groups.usage("a/b") == {"peak_bytes": 123456, "oom_kills": 1, "cpu_usec": 2500000}
 
 
 def test_sweep_removes_groups_of_payloads_no_longer_running(tmp_path):

@@ -118,23 +118,30 @@ class PayloadGroups:
     def path(self, payload_id: str) -> str:
         return os.path.join(self.base, "payload-" + re.sub(r"[^A-Za-z0-9_.-]", "_", payload_id))
 
-    def create(self, payload_id: str, memory_mb: int) -> str:
-        """A fresh group limited to ``memory_mb`` (no swap; an OOM kills the whole payload)."""
+    def create(self, payload_id: str, memory_mb: Optional[int]) -> str:
+        """A fresh group limited to ``memory_mb`` (None: unlimited; no swap; an OOM kills the whole payload)."""
         group = self.path(payload_id)
         os.makedirs(group, exist_ok=True)
-        _write(os.path.join(group, "memory.max"), str(int(memory_mb) * 2**20))
+        _write(os.path.join(group, "memory.max"), str(int(memory_mb) * 2**20) if memory_mb else "max")
         for name, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
             if os.path.exists(os.path.join(group, name)):
                 _write(os.path.join(group, name), value)
         return group
 
     def usage(self, payload_id: str) -> Dict[str, Optional[int]]:
-        """``peak_bytes`` (kernel 5.19+) and ``oom_kills`` of a payload's group (None where unknown)."""
+        """``peak_bytes`` (kernel 5.19+), ``oom_kills`` and ``cpu_usec`` of a payload's group (None where
+        unknown). The CPU time counts every process the payload ran, waited for or not, and is there for
+        a payload a restarted slot manager adopted (not its child: no rusage)."""
         group = self.path(payload_id)
-        found: Dict[str, Optional[int]] = {"peak_bytes": None, "oom_kills": None}
+        found: Dict[str, Optional[int]] = {"peak_bytes": None, "oom_kills": None, "cpu_usec": None}
         try:
             found["peak_bytes"] = int(_read(os.path.join(group, "memory.peak")).strip())
         except (OSError, ValueError):
+            pass
+        try:  # cpu.stat's usage_usec is kept whether or not the cpu controller is enabled
+            stats = dict(line.split() for line in _read(os.path.join(group, "cpu.stat")).splitlines())
+            found["cpu_usec"] = int(stats["usage_usec"])
+        except (OSError, ValueError, KeyError):
             pass
         try:
             events = dict(line.split() for line in _read(os.path.join(group, "memory.events")).splitlines())

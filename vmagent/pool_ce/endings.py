@@ -65,6 +65,8 @@ class Endings:
         else:
             outcome, reason = ("done", None) if code == 0 else ("failed", f"exit code {code}")
         signal_number = -code if code is not None and code < 0 else None
+        if usage.get("cpu_usec") is not None:
+            cpu = usage["cpu_usec"] / 1e6
         self.finish_entry(entry, outcome, code if code is None or code >= 0 else None, signal_number,
                           cpu=cpu, rss=usage.get("peak_bytes") or rss, reason=reason)
         if self.groups:

@@ -240,10 +240,12 @@ class SlotManager(Endings):
         return True
 
     def _group(self, payload_id: str, memory_mb: Optional[int]) -> Optional[str]:
-        if not (self.groups and memory_mb):
+        """Every payload gets its own group where there are groups, limited or not: its CPU time and peak
+        memory are counted there, leftovers killed with it, and the slot manager's unit stays clean."""
+        if not self.groups:
             return None
         try:
-            return self.groups.create(payload_id, memory_mb)
+            return self.groups.create(payload_id, memory_mb or None)
         except OSError as exc:
             raise CommandFailed(f"cannot set up the memory group of {payload_id}: {exc}") from None
 
