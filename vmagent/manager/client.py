@@ -13,16 +13,15 @@ import os
 import socket
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 
 from .. import __version__
 from ..errors import ConfigError, ManagerRefused, ManagerUnavailable
+from .vm_side import CREDENTIALS_FILE, LOCK_FILE, read_stored, segment, state_file, vm_path
 
 API = "/api/v1"
-CREDENTIALS_FILE = "manager.json"
-LOCK_FILE = "manager.lock"
 
 Cert = Union[None, str, Tuple[str, str]]
 
@@ -61,13 +60,13 @@ class ManagerClient:
             raise ConfigError(config.source, [("manager.url", "is not set but the manager is used")],
                               hint="set manager.url, e.g. https://manager.example.org:8443")
         if token is None:
-            stored = _read_stored(_state_file(config, CREDENTIALS_FILE))
+            stored = read_stored(state_file(config, CREDENTIALS_FILE))
             token = stored["token"] if stored else _read_token_file(config)
         cert: Cert = None
         if section["cert_file"]:
-            cert_path = _vm_path(config, section["cert_file"])
-            cert = (cert_path, _vm_path(config, section["key_file"])) if section["key_file"] else cert_path
-        ca_file = _vm_path(config, section["ca_file"]) if section["ca_file"] else None
+            cert_path = vm_path(config, section["cert_file"])
+            cert = (cert_path, vm_path(config, section["key_file"])) if section["key_file"] else cert_path
+        ca_file = vm_path(config, section["ca_file"]) if section["ca_file"] else None
         return cls(section["url"], token=token, ca_file=ca_file, cert=cert, timeout=float(section["timeout"]))
 
     def with_token(self, token: str) -> ManagerClient:
@@ -85,19 +84,19 @@ class ManagerClient:
 
     def heartbeat(self, vm_id: str, body: Mapping[str, Any]) -> Dict[str, Any]:
         """Send one heartbeat; answers ``{instructions, heartbeat_period}``."""
-        answer = self._call("POST", f"/vms/{_seg(vm_id)}/heartbeat", body)
+        answer = self._call("POST", f"/vms/{segment(vm_id)}/heartbeat", body)
         if not isinstance(answer.get("instructions"), list):
             raise ManagerUnavailable(f"{self.url}: heartbeat answer has no 'instructions' list")
         return answer
 
     def halting(self, vm_id: str, reason: str, vacuum_code: int, message: str = "") -> None:
         """Tell the manager this VM is going away and why (a vacuum outcome code)."""
-        self._call("POST", f"/vms/{_seg(vm_id)}/halting",
+        self._call("POST", f"/vms/{segment(vm_id)}/halting",
                    {"reason": reason, "vacuum_code": vacuum_code, "message": message})
 
     def claim(self, vm_id: str, **request: Any) -> List[Dict[str, Any]]:
         """Lease payloads that fit ``free_cores``, ``free_memory_mb``, ``remaining_seconds``..."""
-        answer = self._call("POST", f"/vms/{_seg(vm_id)}/claim", request)
+        answer = self._call("POST", f"/vms/{segment(vm_id)}/claim", request)
         payloads = answer.get("payloads")
         if not isinstance(payloads, list):
             raise ManagerUnavailable(f"{self.url}: claim answer has no 'payloads' list")
@@ -105,7 +104,7 @@ class ManagerClient:
 
     def result(self, vm_id: str, payload_id: str, result: Mapping[str, Any]) -> None:
         """Report how a leased payload ended."""
-        self._call("POST", f"/vms/{_seg(vm_id)}/payloads/{_seg(payload_id)}/result", result)
+        self._call("POST", f"/vms/{segment(vm_id)}/payloads/{segment(payload_id)}/result", result)
 
     # --- admin side ----------------------------------------------------------------------------
 
@@ -123,18 +122,18 @@ class ManagerClient:
 
     def vm(self, vm_id: str) -> Dict[str, Any]:
         """One VM with its transitions, recent heartbeats and pending instructions."""
-        return self._call("GET", f"/vms/{_seg(vm_id)}")
+        return self._call("GET", f"/vms/{segment(vm_id)}")
 
     def instruct(self, vm_id: str, action: str, **kw: Any) -> int:
         """Queue an instruction (drain, halt, shutdown_at) for a VM; answers its id."""
-        return int(self._call("POST", f"/vms/{_seg(vm_id)}/instructions", dict(kw, action=action))["id"])
+        return int(self._call("POST", f"/vms/{segment(vm_id)}/instructions", dict(kw, action=action))["id"])
 
     def payloads(self, **filters: Any) -> List[Dict[str, Any]]:
         """The payload queue (filters: state, limit, offset)."""
         return list(self._call("GET", "/payloads", params=filters)["payloads"])
 
     def payload(self, payload_id: str) -> Dict[str, Any]:
-        return self._call("GET", f"/payloads/{_seg(payload_id)}")
+        return self._call("GET", f"/payloads/{segment(payload_id)}")
 
     def accounting(self, group_by: str = "ce", **kw: Any) -> List[Dict[str, Any]]:
         """Accounting rows grouped by ``ce``, ``image``, ``running_pod`` or ``vo`` (``since``, ``until``)."""
@@ -162,10 +161,6 @@ class ManagerClient:
             raise ManagerUnavailable(f"{method} {url}: answer is not JSON") from None
 
 
-def _seg(value: str) -> str:
-    return quote(str(value), safe="")
-
-
 def _detail(response: requests.Response) -> str:
     try:
         detail = response.json().get("detail", "")
@@ -183,15 +178,15 @@ def vm_credentials(config: Any, client: Optional[ManagerClient] = None) -> Tuple
     An exclusive ``fcntl`` lock on ``<state_dir>/manager.lock`` makes sure that the monitor and the
     slot manager, starting together, never both spend the single-use enrolment token.
     """
-    target = _state_file(config, CREDENTIALS_FILE)
+    target = state_file(config, CREDENTIALS_FILE)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    stored = _read_stored(target)
+    stored = read_stored(target)
     if stored:
         return stored["vm_id"], stored["token"]
-    with open(_state_file(config, LOCK_FILE), "a") as lock:
+    with open(state_file(config, LOCK_FILE), "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
-            stored = _read_stored(target)  # the other process may have registered meanwhile
+            stored = read_stored(target)  # the other process may have registered meanwhile
             if stored:
                 return stored["vm_id"], stored["token"]
             client = client or ManagerClient.from_config(config, token=_read_token_file(config))
@@ -233,30 +228,12 @@ def _store(target: str, url: str, answer: Mapping[str, Any]) -> None:
     write_atomic(target, json.dumps(doc, indent=2) + "\n", 0o600)
 
 
-def _state_file(config: Any, name: str) -> str:
-    return os.path.join(config.path("paths.state_dir"), name)
-
-
-def _read_stored(path: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(path, [("", f"unreadable VM credential: {exc}")],
-                          hint="delete the file to register this VM again") from None
-    if not isinstance(doc, dict) or not doc.get("vm_id") or not doc.get("token"):
-        raise ConfigError(path, [("", "must hold vm_id and token")], hint="delete the file to register again")
-    return doc
-
-
 def _read_token_file(config: Any) -> str:
     name = config.section("manager")["token_file"]
     if not name:
         raise ConfigError(config.source, [("manager.token_file", "is not set; no credential to register with")],
                           hint="point manager.token_file at the enrolment token given at boot")
-    path = _vm_path(config, name)
+    path = vm_path(config, name)
     try:
         with open(path, encoding="utf-8") as fh:
             token = fh.read().strip()
@@ -265,12 +242,6 @@ def _read_token_file(config: Any) -> str:
     if not token:
         raise ConfigError(config.source, [("manager.token_file", f"{path} is empty")])
     return token
-
-
-def _vm_path(config: Any, path: str) -> str:
-    from ..config import host_path
-
-    return host_path(config.root, path) if os.path.isabs(path) else path
 
 
 def _local_ip(url: str) -> str:

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from typing import Any, Dict, List, Mapping, Optional
 
-from ...config import Config, host_path
+from ...config import Config
 from ...errors import ConfigError, ManagerRefused, ManagerUnavailable
-from .session import JsonSession, segment
+from ...manager.vm_side import CREDENTIALS_FILE, read_stored, segment, state_file, vm_path
+from .session import JsonSession
 
 log = logging.getLogger("vmagent.monitor")
 
 PERIOD_BOUNDS = (5.0, 3600.0)
-CREDENTIALS_FILE = "manager.json"  # docs/contracts.md: <state_dir>/manager.json, mode 0600
 REGISTER = """
 import json, sys
 from vmagent.config import from_dict
@@ -59,7 +58,7 @@ class HttpEndpoint:
             raise ConfigError(config.source, [("manager.url", "is not set but the monitor's http endpoint uses it")],
                               hint="set manager.url, e.g. https://manager.example.org:8443")
         self.follow_period = bool(options.get("follow_period", True))
-        self.credentials = os.path.join(config.path("paths.state_dir"), CREDENTIALS_FILE)
+        self.credentials = state_file(config, CREDENTIALS_FILE)
         self.vm_id: Optional[str] = None
         self.session: Optional[JsonSession] = None
         self.period: Optional[float] = None
@@ -71,26 +70,20 @@ class HttpEndpoint:
                 raise ManagerUnavailable(f"no VM credential in {self.credentials} after registering")
             section = self.section
 
-            def vm_path(key: str) -> Optional[str]:
-                return host_path(self.config.root, section[key]) if section[key] else None
+            def configured(key: str) -> Optional[str]:
+                return vm_path(self.config, section[key]) if section[key] else None
 
             self.vm_id = str(stored["vm_id"])
-            self.session = JsonSession(section["url"], token=str(stored["token"]), ca_file=vm_path("ca_file"),
-                                       cert_file=vm_path("cert_file"), key_file=vm_path("key_file"),
+            self.session = JsonSession(section["url"], token=str(stored["token"]), ca_file=configured("ca_file"),
+                                       cert_file=configured("cert_file"), key_file=configured("key_file"),
                                        timeout=float(section["timeout"]))
         return self.session
 
     def _stored(self) -> Optional[Dict[str, Any]]:
         try:
-            with open(self.credentials, encoding="utf-8") as fh:
-                doc = json.load(fh)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise ManagerRefused(0, f"unreadable VM credential {self.credentials}: {exc}") from None
-        if not isinstance(doc, dict) or not doc.get("vm_id") or not doc.get("token"):
-            raise ManagerRefused(0, f"{self.credentials} must hold vm_id and token (delete it to register again)")
-        return doc
+            return read_stored(self.credentials)
+        except ConfigError as exc:  # a refusal to the monitor, which keeps running and reports it
+            raise ManagerRefused(0, f"{exc.message} ({exc.hint})") from None
 
     def _register(self) -> bool:
         from ...process import run

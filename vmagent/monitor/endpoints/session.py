@@ -13,7 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 from typing import Any, Optional
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from ... import __version__
 from ...errors import ManagerRefused, ManagerUnavailable
@@ -77,8 +77,3 @@ class JsonSession:
             detail = doc.get("detail", "") if isinstance(doc, dict) else doc
             raise ManagerRefused(status, detail if isinstance(detail, str) else json.dumps(detail)[:2000])
         return doc
-
-
-def segment(value: str) -> str:
-    """``value`` quoted as one URL path segment."""
-    return quote(str(value), safe="")
