@@ -49,8 +49,9 @@ def configured_plugins(loaded: config.Config) -> List[plugins.Plugin]:
                (plugins.GROUPS["masonry_policies"], slots["policy"])]
     found = []
     for group, name in dict.fromkeys(wanted):
-        plugins.load(group, name)  # a broken plugin is reported here, by the check
-        found.append(plugins.resolve(group, name))
+        plugin = plugins.resolve(group, name)
+        plugins.load_resolved(plugin)  # a broken plugin is reported here, by the check
+        found.append(plugin)
     return found
 
 

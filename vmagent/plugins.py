@@ -89,7 +89,11 @@ def resolve(group: str, name: str) -> Plugin:
 
 def load(group: str, name: str) -> Any:
     """Import and return the object behind plugin ``name``."""
-    plugin = resolve(group, name)
+    return load_resolved(resolve(group, name))
+
+
+def load_resolved(plugin: Plugin) -> Any:
+    """Import and return the object behind ``plugin`` (from ``resolve``)."""
     module_name, _, attr = plugin.value.partition(":")
     try:
         obj: Any = __import__(module_name, fromlist=["_"])
@@ -97,7 +101,7 @@ def load(group: str, name: str) -> Any:
             obj = getattr(obj, part)
     except Exception as exc:  # noqa: BLE001 - any defect in a plugin is reported, not raised raw
         raise PluginError(
-            f"plugin {name!r} in {group} from {plugin.distribution} {plugin.version} "
+            f"plugin {plugin.name!r} in {plugin.group} from {plugin.distribution} {plugin.version} "
             f"({plugin.value}) cannot be loaded: {type(exc).__name__}: {exc}",
             hint=f"reinstall or fix the {plugin.distribution} package",
         ) from exc
