@@ -20,15 +20,21 @@ has, to show how much of its distance to the reference is information rather tha
 whole queue) instead of learning it; 'told-kills' is told which running payloads will not finish and
 stops them at once, freeing their cores (the best any preemption could do); 'both' has both.
 
-Usage: python bench/masonry.py [--seed N] [--vms N] [--bounds] [--json]
+With --seeds A-B, the acceptance checks run on every seed from A to B (each a new set of random
+queues) and each workload's mean and worst distance to the reference are printed: one seed's verdict
+can owe something to its draw.
+
+Usage: python bench/masonry.py [--seed N | --seeds A-B [--jobs N]] [--vms N] [--bounds] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import heapq
 import json
 import math
+import os
 import random
 import statistics
 import sys
@@ -135,7 +141,8 @@ def simulate(policy: Any, cores: int, lifetime: float, jobs: List[Job], clairvoy
                     free += job.cores
                     stopped.add(pid)
         view = PoolView(now, lifetime, cores, cores * 2000, free, free * 2000,
-                        tuple(RunningPayload(i, j.cores, j.cores * 2000, s, e) for i, (j, s, e) in running.items()),
+                        tuple(RunningPayload(i, j.cores, j.cores * 2000, s, e, spread(j))
+                              for i, (j, s, e) in running.items()),
                         tuple(WaitingPayload(j.id, j.cores, j.cores * 2000, estimate(j), q, j.kind, spread(j))
                               for j, q in window.values()))
         for pid in policy.decide(view):
@@ -186,38 +193,105 @@ WORKLOADS = ("mostly-single", "1c+8c-on-32", "whole-node-on-16", "poor-estimates
 STRESS = ("noisy-estimates-48h",)  # beyond what runtime learning can correct: see --bounds
 
 
+POLICIES = ("clairvoyant", "backfill", "greedy", "fifo")
+
+
+def run_workload(name: str, seed: int, vms: int, bounds: bool = False,
+                 policies: Tuple[str, ...] = POLICIES) -> Dict[str, Dict[str, Any]]:
+    """Each policy's mean figures over ``vms`` VMs of workload ``name``, their queues drawn from ``seed``."""
+    runs: Dict[str, List[Dict[str, Any]]] = {p: [] for p in policies}
+    makers = {"clairvoyant": Backfill, "backfill": Backfill, "greedy": Greedy, "fifo": Fifo}
+    bounds = bounds and "estimates" in name
+    for vm in range(vms):
+        cores, lifetime, jobs = workload(name, random.Random(f"{seed}-{name}-{vm}"))
+        for policy in policies:
+            runs[policy].append(simulate(makers[policy](), cores, lifetime, jobs,
+                                         clairvoyant=policy == "clairvoyant"))
+        if bounds:
+            for label, known, told in (("known-errors", True, False), ("told-kills", False, True),
+                                       ("both", True, True)):
+                runs.setdefault(label, []).append(simulate(
+                    Backfill(), cores, lifetime, jobs, learner=KnownErrors(jobs) if known else None, told_kills=told))
+    return {policy: mean(found) for policy, found in runs.items()}
+
+
+def verdict(by_policy: Dict[str, Dict[str, Any]]) -> Tuple[float, bool, bool, bool]:
+    """The backfill policy's distance to the reference in points, and the three acceptance checks."""
+    ref, b, g = by_policy["clairvoyant"], by_policy["backfill"], by_policy["greedy"]
+    distance = (b["good_utilisation"] - ref["good_utilisation"]) * 100
+    return (distance, distance >= -2.0, b["multicore_share"] >= 0.9 * ref["multicore_share"],
+            b["killed"] < g["killed"])
+
+
+def seed_range(text: str) -> List[int]:
+    first, _, last = text.partition("-")
+    try:
+        seeds = list(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed or a range of seeds such as 12-23") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"{text!r} is an empty range")
+    return seeds
+
+
+def _one(task: Tuple[str, int, int]) -> Tuple[str, int, Dict[str, Dict[str, Any]]]:
+    name, seed, vms = task
+    return name, seed, run_workload(name, seed, vms, policies=("clairvoyant", "backfill", "greedy"))
+
+
+def across_seeds(seeds: List[int], vms: int, jobs: int, as_json: bool) -> int:
+    """The acceptance checks on every seed: how much the verdict owes to one draw of random queues."""
+    tasks = [(name, seed, vms) for name in WORKLOADS for seed in seeds]
+    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+        found = list(pool.map(_one, tasks))
+    per: Dict[str, Dict[int, Any]] = {name: {} for name in WORKLOADS}
+    for name, seed, by_policy in found:
+        distance, *checks = verdict(by_policy)
+        mc_ratio = by_policy["backfill"]["multicore_share"] / by_policy["clairvoyant"]["multicore_share"]
+        per[name][seed] = {"vs_ref_points": distance, "checks": checks, "multicore_share_ratio": mc_ratio,
+                           "killed": by_policy["backfill"]["killed"], "killed_greedy": by_policy["greedy"]["killed"]}
+    if as_json:
+        json.dump(per, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"backfill vs clairvoyant over seeds {seeds[0]}..{seeds[-1]} ({vms} VMs each), good utilisation in points")
+    print(f"{'workload':<20} {'mean':>6} {'worst':>6} {'within 2':>9} {'mc share/ref min':>17} "
+          f"{'all checks':>11}")
+    for name, by_seed in per.items():
+        distances = [f["vs_ref_points"] for f in by_seed.values()]
+        passed = sum(all(f["checks"]) for f in by_seed.values())
+        within = sum(d >= -2.0 for d in distances)
+        note = "   (stress)" if name in STRESS else ""
+        print(f"{name:<20} {statistics.fmean(distances):>+6.2f} {min(distances):>+6.2f} "
+              f"{within:>4}/{len(distances):<4} {min(f['multicore_share_ratio'] for f in by_seed.values()):>17.3f} "
+              f"{passed:>5}/{len(distances):<5}{note}")
+        print(f"{'':<20} per seed: " + " ".join(f"{d:+.2f}" for d in distances))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--seeds", type=seed_range, metavar="A-B",
+                        help="run the acceptance checks on every seed from A to B instead (backfill, clairvoyant "
+                             "and greedy only); prints each workload's mean and worst distance to the reference")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for --seeds")
     parser.add_argument("--vms", type=int, default=40, help="VMs simulated per workload; figures are their means")
     parser.add_argument("--bounds", action="store_true",
                         help="also run the estimate workloads with knowledge no slot manager has (see above)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results: Dict[str, Dict[str, Any]] = {}
-    for name in WORKLOADS:
-        runs: Dict[str, List[Dict[str, Any]]] = {p: [] for p in ("clairvoyant", "backfill", "greedy", "fifo")}
-        bounds = args.bounds and "estimates" in name
-        for vm in range(args.vms):
-            cores, lifetime, jobs = workload(name, random.Random(f"{args.seed}-{name}-{vm}"))
-            runs["clairvoyant"].append(simulate(Backfill(), cores, lifetime, jobs, clairvoyant=True))
-            runs["backfill"].append(simulate(Backfill(), cores, lifetime, jobs))
-            runs["greedy"].append(simulate(Greedy(), cores, lifetime, jobs))
-            runs["fifo"].append(simulate(Fifo(), cores, lifetime, jobs))
-            if bounds:
-                for label, known, told in (("known-errors", True, False), ("told-kills", False, True),
-                                           ("both", True, True)):
-                    runs.setdefault(label, []).append(simulate(
-                        Backfill(), cores, lifetime, jobs, learner=KnownErrors(jobs) if known else None,
-                        told_kills=told))
-        results[name] = {policy: mean(found) for policy, found in runs.items()}
+    if args.vms < 1 or args.jobs < 1:
+        parser.error("--vms and --jobs must be at least 1")
+    if args.seeds:
+        return across_seeds(args.seeds, args.vms, args.jobs, args.json)
+    results = {name: run_workload(name, args.seed, args.vms, args.bounds) for name in WORKLOADS}
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()
         return 0
     print(f"{'workload':<20} {'policy':<12} {'good util':>9} {'vs ref':>7} {'mc share':>9} "
           f"{'mc wait p50/p95 (min)':>22} {'killed':>6}")
-    verdicts = []
     for name, by_policy in results.items():
         ref = by_policy["clairvoyant"]
         for policy, r in by_policy.items():
@@ -226,14 +300,11 @@ def main() -> int:
             print(f"{name:<20} {policy:<12} {r['good_utilisation']:>9.1%} "
                   f"{(r['good_utilisation'] - ref['good_utilisation']) * 100:>+6.1f}p {r['multicore_share']:>9.1%} "
                   f"{waits:>22} {r['killed']:>6}")
-        b, g = by_policy["backfill"], by_policy["greedy"]
-        verdicts.append((name, ref["good_utilisation"] - b["good_utilisation"] <= 0.02,
-                         b["multicore_share"] >= 0.9 * ref["multicore_share"], b["killed"] < g["killed"]))
     print("\nacceptance (backfill): within 2 points of clairvoyant / >= 90 % of its multicore share / "
           "fewer killed than greedy")
-    for name, *checks in verdicts:
+    for name, by_policy in results.items():
         note = "   (stress: per-payload noise that no learner sees)" if name in STRESS else ""
-        print(f"  {name:<20} " + " / ".join("yes" if c else "NO" for c in checks) + note)
+        print(f"  {name:<20} " + " / ".join("yes" if c else "NO" for c in verdict(by_policy)[1:]) + note)
     bounded = {name: by_policy for name, by_policy in results.items() if "both" in by_policy}
     if bounded:
         print("\nbackfill with knowledge no slot manager has, vs clairvoyant (the gap left is policy, the rest "

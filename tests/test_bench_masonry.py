@@ -24,3 +24,18 @@ def test_masonry_benchmark_figures():
         if bounded:  # told which payloads will not finish, it stops them instead of running them to the halt
             assert by_policy["told-kills"]["killed"] == 0 and by_policy["told-kills"]["stopped"] > 0, name
             assert by_policy["backfill"]["stopped"] == 0 and by_policy["backfill"]["killed"] > 0, name
+
+
+def test_masonry_benchmark_across_seeds():
+    """--seeds runs the acceptance checks per seed; a range that is not one is refused with exit code 2."""
+    done = subprocess.run([sys.executable, str(BENCH), "--seeds", "3-4", "--vms", "1", "--jobs", "1", "--json"],
+                          capture_output=True, text=True, check=True, timeout=300)
+    per = json.loads(done.stdout)
+    assert set(per["poor-estimates-48h"]) == {"3", "4"}
+    for name, by_seed in per.items():
+        for seed, found in by_seed.items():
+            assert len(found["checks"]) == 3 and found["killed_greedy"] > 0, (name, seed)
+            assert -100.0 < found["vs_ref_points"] <= 100.0 and 0.0 < found["multicore_share_ratio"], (name, seed)
+            assert found["checks"][0] == (found["vs_ref_points"] >= -2.0), (name, seed)
+    bad = subprocess.run([sys.executable, str(BENCH), "--seeds", "twelve"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "'twelve' is not a seed or a range" in bad.stderr

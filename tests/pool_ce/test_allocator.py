@@ -129,6 +129,27 @@ def test_overrunning_payload_is_expected_to_need_more_time():
     assert Backfill(overrun_fraction=0.25).decide(view(waiting, running, free=2, now=2000.0)) == ["mid"]
 
 
+def test_running_payload_end_follows_its_spread_and_run_so_far():
+    """With a spread, a running payload ends at a quantile of the runtimes still possible after its run so far."""
+    spread = tuple(float(s) for s in range(100, 1100, 100))  # 100 s .. 1000 s
+    running = RunningPayload("r", 1, 0, 0.0, 300.0, spread)
+    policy = Backfill(running_quantile=0.5)
+    assert policy.expected_end(0.0, running) == 600.0  # the median of all ten
+    assert policy.expected_end(650.0, running) == 900.0  # 700 .. 1000 are left
+    assert policy.expected_end(1200.0, running) == 1500.0  # past all of them: a further quarter of its run
+    assert Backfill().expected_end(200.0, RunningPayload("r", 1, 0, 0.0, 300.0)) == 300.0  # no spread
+
+
+def test_reservation_uses_what_is_now_known_of_running_payloads():
+    """A stale estimated end (from when the payload started) gives way to the spread learnt since."""
+    waiting = [wait("whole", 4, 100), wait("long", 1, 500)]
+    stale = [RunningPayload("r", 2, 0, 0.0, 100.0)]
+    learnt = [RunningPayload("r", 2, 0, 0.0, 100.0, (800.0, 900.0, 1000.0))]
+    # the stale end reserves from t=100, which 'long' would delay; the learnt one from t=1000
+    assert Backfill().decide(view(waiting, stale, free=2, now=50.0)) == []
+    assert Backfill().decide(view(waiting, learnt, free=2, now=50.0)) == ["long"]
+
+
 def test_learner_spread_follows_observed_ratios():
     """The spread scales the declared runtime by every observed ratio; without one, observed runtimes."""
     learner = RuntimeLearner(default_runtime=100, quantile=0.5)

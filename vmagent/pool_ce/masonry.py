@@ -24,11 +24,14 @@ from typing import Deque, Dict, List, Optional, Tuple
 
 @dataclass(frozen=True)
 class RunningPayload:
+    """A started payload. ``runtime_spread``: its plausible runtimes as now known, ascending (may be empty)."""
+
     id: str
     cores: int
     memory_mb: int
     started_at: float
     estimated_end: float
+    runtime_spread: Tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,13 @@ class Backfill:
     margin (``margin_fraction`` of it, at least ``margin_seconds``) fits. Payloads at least
     ``confident`` likely to finish are planned in priority order with the reservation; then, on
     cores still free, those at least ``hopeful`` likely, the likeliest first (near the end an idle
-    core finishes nothing, a payload that probably finishes usually does). A running payload past its
-    estimated end is assumed to need a further ``overrun_fraction`` of the time it has run so far.
+    core finishes nothing, a payload that probably finishes usually does).
+
+    A running payload with a ``runtime_spread`` is expected to end at the ``running_quantile`` of
+    the runtimes in it still possible after the time it has run: the end moves as the payload runs
+    and as finished payloads teach the learner, where an end fixed at its start goes stale. One that
+    has outrun every plausible runtime, or without a spread its estimated end, is assumed to need a
+    further ``overrun_fraction`` of the time it has run so far.
 
     The end game begins when the time left is under ``end_game`` times the median estimate of the
     waiting payloads (0 turns it off): the likely payloads then go longest first and nothing is
@@ -112,17 +120,19 @@ class Backfill:
     name = "backfill"
 
     def __init__(self, margin_fraction: float = 0.1, margin_seconds: float = 60.0, confident: float = 0.9,
-                 hopeful: float = 0.3, overrun_fraction: float = 0.25, end_game: float = 1.0) -> None:
+                 hopeful: float = 0.3, overrun_fraction: float = 0.25, end_game: float = 1.0,
+                 running_quantile: float = 0.9) -> None:
         self.margin_fraction = margin_fraction
         self.margin_seconds = margin_seconds
         self.confident = confident
         self.hopeful = hopeful
         self.overrun_fraction = overrun_fraction
         self.end_game = end_game
+        self.running_quantile = running_quantile
 
     def decide(self, view: PoolView) -> List[str]:
         cores, memory, chosen = view.free_cores, view.free_memory_mb, []
-        ends = [(self._expected_end(view.now, r), r.cores, r.memory_mb) for r in view.running]
+        ends = [(self.expected_end(view.now, r), r.cores, r.memory_mb) for r in view.running]
         shadow: Optional[Shadow] = None
         unsure: List[Tuple[float, int, WaitingPayload]] = []
         end_game = self.in_end_game(view)
@@ -166,10 +176,17 @@ class Backfill:
         margin = max(self.margin_seconds, self.margin_fraction * payload.estimated_runtime)
         return 1.0 if payload.estimated_runtime + margin <= left else 0.0
 
-    def _expected_end(self, now: float, running: RunningPayload) -> float:
-        if running.estimated_end >= now:
+    def expected_end(self, now: float, running: RunningPayload) -> float:
+        """When ``running`` is expected to end, knowing it has not ended by ``now``."""
+        elapsed = now - running.started_at
+        if running.runtime_spread:
+            spread = running.runtime_spread
+            still = len(spread) - bisect.bisect_right(spread, elapsed)  # runtimes longer than its run so far
+            if still:
+                return running.started_at + spread[len(spread) - still + min(still - 1, int(self.running_quantile * still))]
+        elif running.estimated_end >= now:
             return running.estimated_end
-        return now + self.overrun_fraction * (now - running.started_at)
+        return now + self.overrun_fraction * elapsed
 
     @staticmethod
     def _backfills(end: float, payload: WaitingPayload, shadow: Optional[Shadow]) -> Tuple[Optional[Shadow], bool]:

@@ -185,9 +185,10 @@ class SlotManager(Endings):
 
     def view(self, candidates: Dict[str, Dict[str, Any]], now: float, shutdown: Optional[float]) -> PoolView:
         total = self.allocator.total_cores
-        running = tuple(RunningPayload(pid, e["cores"], e["memory_mb"], e["started_at"], e["estimated_end"])
-                        for pid, e in self.running.items())
         learner = self.learner
+        running = tuple(RunningPayload(pid, e["cores"], e["memory_mb"], e["started_at"], e["estimated_end"],
+                                       learner.spread(e["payload"]["kind"], e["payload"]["wall_estimate_seconds"]))
+                        for pid, e in self.running.items())
         waiting = tuple(
             WaitingPayload(p["id"], total if p["whole_node"] else min(p["cores"], total), p["memory_mb"],
                            learner.estimate(p["kind"], p["wall_estimate_seconds"]), p.get("_queued_at", now),
