@@ -69,7 +69,8 @@ class Greedy:
     name = "greedy"
 
     def decide(self, view: PoolView) -> List[str]:
-        cores, memory, chosen = view.free_cores, view.free_memory_mb, []
+        cores, memory = view.free_cores, view.free_memory_mb
+        chosen: List[str] = []
         for payload in view.waiting:
             if _fits(payload, cores, memory):
                 chosen.append(payload.id)
@@ -136,27 +137,29 @@ class Backfill:
         shadow: Optional[Shadow] = None
         unsure: List[Tuple[float, int, WaitingPayload]] = []
         end_game = self.in_end_game(view)
+
+        def start(payload: WaitingPayload) -> bool:
+            """Start ``payload`` if it fits and does not delay the reservation; whether it fitted."""
+            nonlocal cores, memory, shadow
+            if not _fits(payload, cores, memory):
+                return False
+            shadow, allowed = self._backfills(view.now + payload.estimated_runtime, payload, shadow)
+            if allowed:
+                chosen.append(payload.id)
+                cores, memory = cores - payload.cores, memory - payload.memory_mb
+                ends.append((view.now + payload.estimated_runtime, payload.cores, payload.memory_mb))
+            return True
+
         order = sorted(view.waiting, key=lambda p: -p.estimated_runtime) if end_game else view.waiting
         for rank, payload in enumerate(order):
             chance = self.finish_chance(view, payload)
             if chance < self.confident:
                 if chance >= self.hopeful:
                     unsure.append((chance, rank, payload))
-                continue
-            if _fits(payload, cores, memory):
-                shadow, allowed = self._backfills(view.now + payload.estimated_runtime, payload, shadow)
-                if allowed:
-                    chosen.append(payload.id)
-                    cores, memory = cores - payload.cores, memory - payload.memory_mb
-                    ends.append((view.now + payload.estimated_runtime, payload.cores, payload.memory_mb))
-            elif shadow is None and not end_game:
+            elif not start(payload) and shadow is None and not end_game:
                 shadow = self._reserve(payload, cores, memory, ends, view.now)
         for _, _, payload in sorted(unsure, key=lambda found: (-found[0], found[1])):
-            if _fits(payload, cores, memory):
-                shadow, allowed = self._backfills(view.now + payload.estimated_runtime, payload, shadow)
-                if allowed:
-                    chosen.append(payload.id)
-                    cores, memory = cores - payload.cores, memory - payload.memory_mb
+            start(payload)
         return chosen
 
     def in_end_game(self, view: PoolView) -> bool:
@@ -181,9 +184,10 @@ class Backfill:
         elapsed = now - running.started_at
         if running.runtime_spread:
             spread = running.runtime_spread
-            still = len(spread) - bisect.bisect_right(spread, elapsed)  # runtimes longer than its run so far
+            first = bisect.bisect_right(spread, elapsed)  # spread[first:]: longer than its run so far
+            still = len(spread) - first
             if still:
-                return running.started_at + spread[len(spread) - still + min(still - 1, int(self.running_quantile * still))]
+                return running.started_at + spread[first + min(still - 1, int(self.running_quantile * still))]
         elif running.estimated_end >= now:
             return running.estimated_end
         return now + self.overrun_fraction * elapsed
