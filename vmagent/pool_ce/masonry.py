@@ -69,8 +69,7 @@ class Greedy:
     name = "greedy"
 
     def decide(self, view: PoolView) -> List[str]:
-        cores, memory = view.free_cores, view.free_memory_mb
-        chosen: List[str] = []
+        cores, memory, chosen = view.free_cores, view.free_memory_mb, []
         for payload in view.waiting:
             if _fits(payload, cores, memory):
                 chosen.append(payload.id)
