@@ -195,9 +195,8 @@ def mean(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 WORKLOADS = ("mostly-single", "1c+8c-on-32", "whole-node-on-16", "poor-estimates-48h", "noisy-estimates-48h")
 STRESS = ("noisy-estimates-48h",)  # beyond what runtime learning can correct: see --bounds
-
-
 POLICIES = ("clairvoyant", "backfill", "greedy", "fifo")
+TARGET_POINTS = 2.0  # the default policy's good utilisation may trail the reference's by at most this
 
 
 def run_workload(name: str, seed: int, vms: int, bounds: bool = False,
@@ -223,7 +222,7 @@ def verdict(by_policy: Dict[str, Dict[str, Any]]) -> Tuple[float, bool, bool, bo
     """The backfill policy's distance to the reference in points, and the three acceptance checks."""
     ref, b, g = by_policy["clairvoyant"], by_policy["backfill"], by_policy["greedy"]
     distance = (b["good_utilisation"] - ref["good_utilisation"]) * 100
-    return (distance, distance >= -2.0, b["multicore_share"] >= 0.9 * ref["multicore_share"],
+    return (distance, distance >= -TARGET_POINTS, b["multicore_share"] >= 0.9 * ref["multicore_share"],
             b["killed"] < g["killed"])
 
 
@@ -264,7 +263,7 @@ def across_seeds(seeds: List[int], vms: int, jobs: int, as_json: bool) -> int:
     for name, by_seed in per.items():
         distances = [f["vs_ref_points"] for f in by_seed.values()]
         passed = sum(all(f["checks"]) for f in by_seed.values())
-        within = sum(d >= -2.0 for d in distances)
+        within = sum(f["checks"][0] for f in by_seed.values())
         note = "   (stress)" if name in STRESS else ""
         print(f"{name:<20} {statistics.fmean(distances):>+6.2f} {min(distances):>+6.2f} "
               f"{within:>4}/{len(distances):<4} {min(f['multicore_share_ratio'] for f in by_seed.values()):>17.3f} "
