@@ -20,12 +20,14 @@ from .settings import Settings
 from .states import FROM_HEARTBEAT, VmState, allowed
 
 log = logging.getLogger("vmagent.manager.fleet")
+ENROLLED = ("site", "ce", "image", "running_pod", "vo")
 PRUNE_EVERY = 50  # heartbeats between two prunings of one VM's history
 
 _has_pending = (select(instructions.c.id).where(instructions.c.vm_id == vms.c.id, instructions.c.acked_at.is_(None))
                 .exists().label("has_pending"))
 _vm_auth = select(vms.c.id, vms.c.instance_id, vms.c.token_hash, vms.c.token_expires_at, vms.c.revoked_at, vms.c.state,
-                  vms.c.running_pod, vms.c.vo, vms.c.total_cores, _has_pending).where(vms.c.id == bindparam("vm_id"))
+                  vms.c.running_pod, vms.c.vo, vms.c.total_cores, vms.c.total_memory_mb,
+                  _has_pending).where(vms.c.id == bindparam("vm_id"))
 _pending = (select(instructions.c.id, instructions.c.action, instructions.c.shutdown_at, instructions.c.reason,
                    instructions.c.delivered_at)
             .where(instructions.c.vm_id == bindparam("vm_id"), instructions.c.acked_at.is_(None))
@@ -101,9 +103,7 @@ def register(conn: Connection, settings: Settings, token: Optional[str], body: M
             raise ManagerRefused(401, "this enrolment token was already used")
         if enrolment.expires_at <= now:
             raise ManagerRefused(401, "this enrolment token expired")
-        # What the operator enrolled wins over what the VM says about itself.
-        values.update({k: getattr(enrolment, k) for k in ("site", "ce", "image", "running_pod", "vo")
-                       if getattr(enrolment, k)})
+        values.update(_enrolled(enrolment, body))
     elif kind != "admin":
         raise ManagerRefused(403, "registration needs an enrolment or the admin credential, not a VM credential")
     vm_id = "vm-" + secrets.token_hex(6)
@@ -123,6 +123,16 @@ def register(conn: Connection, settings: Settings, token: Optional[str], body: M
         if updated.rowcount != 1:
             raise ManagerRefused(401, "this enrolment token was already used")
     return {"vm_id": vm_id, "token": vm_token, "heartbeat_period": settings.heartbeat_period}
+
+
+def _enrolled(enrolment: Row, body: Mapping[str, Any]) -> Dict[str, str]:
+    """What the operator fixed at enrolment; a registration body naming something else is refused."""
+    fixed = {k: getattr(enrolment, k) for k in ENROLLED if getattr(enrolment, k)}
+    for key, value in fixed.items():
+        if body.get(key) and body[key] != value:
+            raise ManagerRefused(403, f"invalid VM registration: {key}: the enrolment fixed {value!r}; "
+                                      f"this token cannot register {body[key]!r}")
+    return fixed
 
 
 def revoke(conn: Connection, vm_id: str, now: float) -> None:

@@ -8,12 +8,14 @@ queued again until ``max_attempts``; every attempt's result is kept for accounti
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Dict, List, Mapping, Sequence
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from ..errors import ManagerRefused
+from . import bounds
 from .db import payloads, results
 from .settings import Settings
 from .states import VmState
@@ -21,6 +23,7 @@ from .states import VmState
 FINAL = ("done", "failed", "killed", "lost")
 CLAIMABLE = (VmState.NEW.value, VmState.SUBMITTED.value, VmState.RUNNING.value)
 CANDIDATES = 64
+log = logging.getLogger("vmagent.manager.queue")
 
 
 def submit(conn: Connection, docs: Sequence[Mapping[str, Any]], now: float) -> List[str]:
@@ -54,18 +57,15 @@ def claim(conn: Connection, settings: Settings, vm: Row, request: Mapping[str, A
         raise ManagerRefused(409, f"VM {vm.id} is halted; it cannot take payloads")
     if vm.state not in CLAIMABLE:
         return []  # draining, stalled or in error: nothing new, but not the VM's fault
-    free_cores = request["free_cores"]
-    free_memory = request.get("free_memory_mb")
-    total = request.get("total_cores") or vm.total_cores
-    pod = request.get("running_pod") or vm.running_pod or ""
-    vo = request.get("vo") or vm.vo or ""
+    # What the VM was registered with, and what is leased to it, bound what its claim may say.
+    bounds.check_tags(vm, request)
+    free_cores, free_memory, total = bounds.free_capacity(conn, vm, request)
     query = select(payloads).where(
         payloads.c.state == "queued",
         or_(payloads.c.cores <= free_cores, payloads.c.whole_node.is_(True)),
-        or_(payloads.c.running_pod == "", payloads.c.running_pod == pod),
-        or_(payloads.c.vo == "", payloads.c.vo == vo))
-    if free_memory is not None:
-        query = query.where(payloads.c.memory_mb <= free_memory)
+        or_(payloads.c.running_pod == "", payloads.c.running_pod == (vm.running_pod or "")),
+        or_(payloads.c.vo == "", payloads.c.vo == (vm.vo or "")),
+        payloads.c.memory_mb <= free_memory)
     if request.get("ids") is not None:
         query = query.where(payloads.c.id.in_(request["ids"]))
     if request.get("remaining_seconds") is not None:
@@ -75,7 +75,7 @@ def claim(conn: Connection, settings: Settings, vm: Row, request: Mapping[str, A
     leased: List[Dict[str, Any]] = []
     for row in conn.execute(query).all():
         cores = total if row.whole_node else row.cores
-        if cores > free_cores or (free_memory is not None and row.memory_mb > free_memory):
+        if cores > free_cores or row.memory_mb > free_memory:
             continue
         if request.get("peek"):
             leased.append(json.loads(row.doc))
@@ -91,8 +91,7 @@ def claim(conn: Connection, settings: Settings, vm: Row, request: Mapping[str, A
         doc.update(lease_expires_at=expires, attempt=row.attempts + 1)
         leased.append(doc)
         free_cores -= cores
-        if free_memory is not None:
-            free_memory -= row.memory_mb
+        free_memory -= row.memory_mb
         if len(leased) >= request.get("max", 1):
             break
     return leased
@@ -106,8 +105,12 @@ def renew(conn: Connection, settings: Settings, vm_id: str, ids: Sequence[str], 
 
 
 def record_result(conn: Connection, settings: Settings, vm: Row, payload_id: str, doc: Mapping[str, Any],
-                  now: float) -> None:
-    """Keep a leased payload's result; killed or lost attempts go back to the queue while attempts remain."""
+                  now: float) -> Dict[str, Any]:
+    """Keep a leased payload's result; killed or lost attempts go back to the queue while attempts remain.
+
+    Cores, wall and CPU time are counted within the lease's bounds; the answer says what was
+    bounded (``{"adjusted": {field: why}}``), and the VM's own report is kept unchanged beside them.
+    """
     if doc["id"] != payload_id:
         raise ManagerRefused(422, f"invalid payload result: id: {doc['id']!r} differs from the URL's {payload_id!r}")
     row = conn.execute(select(payloads).where(payloads.c.id == payload_id)).first()
@@ -117,22 +120,23 @@ def record_result(conn: Connection, settings: Settings, vm: Row, payload_id: str
         results.c.payload_id == payload_id, results.c.attempt == row.attempts)).first()
     if previous is not None:
         if previous.vm_id == vm.id and previous.outcome == doc["outcome"]:
-            return  # the same report again (the VM retried after a lost answer)
+            return {}  # the same report again (the VM retried after a lost answer)
         raise ManagerRefused(409, f"payload {payload_id} attempt {row.attempts} already has a result")
     # A lease that expired but was not handed to anyone else still belongs to this VM's attempt.
     if row.vm_id != vm.id or row.state not in ("leased", "queued") or row.attempts == 0:
         raise ManagerRefused(409, f"payload {payload_id} is not leased to VM {vm.id}")
-    wall = doc.get("wall_seconds")
-    if wall is None and doc.get("started_at") is not None and doc.get("finished_at") is not None:
-        wall = max(0.0, doc["finished_at"] - doc["started_at"])
+    counted, adjusted = bounds.bound_result(row, vm, doc, now, settings.clock_slack_seconds)
+    if adjusted:
+        log.warning("%s: result of %s out of its lease's bounds: %s", vm.id, payload_id,
+                    "; ".join(f"{k}: {v}" for k, v in adjusted.items()))
     conn.execute(insert(results).values(
         payload_id=payload_id, vm_id=vm.id, attempt=row.attempts, outcome=doc["outcome"],
-        cores=doc.get("cores") or row.cores, wall_seconds=wall or 0.0, cpu_seconds=doc.get("cpu_seconds"),
-        finished_at=now, doc=json.dumps(doc, separators=(",", ":"))))
+        finished_at=now, doc=json.dumps(doc, separators=(",", ":")), **counted))
     retry = doc["outcome"] in ("killed", "lost") and row.attempts < settings.max_attempts
     conn.execute(update(payloads).where(payloads.c.id == payload_id).values(
         state="queued" if retry else doc["outcome"], outcome=doc["outcome"],
         finished_at=None if retry else now, lease_expires_at=None))
+    return {"adjusted": adjusted} if adjusted else {}
 
 
 def release_vm(conn: Connection, settings: Settings, vm_id: str, now: float, why: str) -> int:

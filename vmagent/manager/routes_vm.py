@@ -78,5 +78,5 @@ async def result(vm_id: VmId, payload_id: PayloadId, request: Request, m: Manage
     now = m.clock.time()
     with m.engine.begin() as conn:
         vm = fleet.authenticate_vm(conn, m.settings, vm_id, tok, now)
-        queue.record_result(conn, m.settings, vm, payload_id, valid(doc), now)
-    return json({})
+        answer = queue.record_result(conn, m.settings, vm, payload_id, valid(doc), now)
+    return json(answer)

@@ -28,6 +28,10 @@ class Settings:
     vm_token_ttl: float = 30 * 86400.0
     max_body_bytes: int = 1 << 20
     max_heartbeat_bytes: int = 640 << 10  # room for the schema's 4096 payload ids of 128 characters
+    clock_slack_seconds: float = 120.0  # a result's times may stray this far from its lease window
+    auth_failures: int = 50  # failed authentications of one client address within the window...
+    auth_failure_window: float = 300.0  # ...before it is answered 429 until the window has passed
+    auth_tracked_addresses: int = 10000  # addresses the failure limiter remembers (oldest dropped)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
