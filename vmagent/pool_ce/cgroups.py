@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from ..errors import VmagentError
 
@@ -149,6 +149,13 @@ class PayloadGroups:
         except (OSError, ValueError):
             pass
         return found
+
+    def members(self, payload_id: str) -> Optional[List[int]]:
+        """The pids in a payload's group (``cgroup.procs``); None when it has no readable group."""
+        try:
+            return [int(line) for line in _read(os.path.join(self.path(payload_id), "cgroup.procs")).split()]
+        except (OSError, ValueError):
+            return None
 
     def remove(self, payload_id: str) -> None:
         """Kill what is left in the group (daemons a payload left behind), then remove it."""

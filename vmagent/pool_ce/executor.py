@@ -12,7 +12,7 @@ import pwd
 import resource
 import subprocess
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import psutil
 
@@ -134,6 +134,53 @@ def alive(pid: int, create_time: Optional[float]) -> bool:
             return False
         return proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
+        return False
+
+
+def process_in(workdir: str, pids: Optional[Iterable[int]] = None) -> Optional[Dict[str, Any]]:
+    """The live process of the payload that runs in ``workdir`` (pid, pgid, create_time), or None.
+
+    ``pids``: where to look (the members of the payload's cgroup); otherwise every process whose
+    working directory is ``workdir``. The session leader (the wrapper) is preferred: it writes the
+    exit code and its process group is the payload's.
+    """
+    found = _live(pids) if pids is not None else _working_in(os.path.realpath(workdir))
+    if not found:
+        return None
+    leader = next((proc for proc in found if _leads_session(proc.pid)), found[0])
+    try:
+        return {"pid": leader.pid, "pgid": os.getpgid(leader.pid), "create_time": leader.create_time()}
+    except (OSError, psutil.Error):
+        return None
+
+
+def _live(pids: Iterable[int]) -> List[psutil.Process]:
+    found = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _working_in(workdir: str) -> List[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.cwd() == workdir and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _leads_session(pid: int) -> bool:
+    try:
+        return os.getsid(pid) == pid
+    except OSError:
         return False
 
 

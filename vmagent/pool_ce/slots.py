@@ -8,11 +8,13 @@ double-booked.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import select
 import signal
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import psutil
 
@@ -59,12 +61,23 @@ class SlotManager(Endings):
         self.next_poll = 0.0
         self.scratch = config.path("paths.scratch")
         self.groups: Optional[cgroups.PayloadGroups] = None  # cgroup v2 memory limits, set up by run()
+        self.unwritten: List[Dict[str, Any]] = []
+        self.unreported: List[Dict[str, Any]] = []
+        self.full: Set[str] = set()
+        self.state_unsaved = False
         executor.check_accounts(config)  # before anything starts
         self.event_driven = event_driven  # False: find finished payloads only by polling (benchmark baseline)
 
     # --- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> int:
+        lock = state.lock(self.config)  # held until the end: one slot manager per state directory
+        try:
+            return self._run()
+        finally:
+            os.close(lock)
+
+    def _run(self) -> int:
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         previous = signal.set_wakeup_fd(wake_w)
@@ -93,11 +106,15 @@ class SlotManager(Endings):
             os.close(wake_w)
             self.source.close()
             self.save()
+            for result in self.results_left():
+                log.error("result not written for lack of disk space: %s", json.dumps(result, sort_keys=True))
         log.info("slot manager done: %s", ", ".join(f"{k} {v}" for k, v in self.counts.items()))
         return 0
 
     def step(self) -> None:
-        """One pass: reap, enforce limits, honour drain, refill."""
+        """One pass: write what a full disk held back, reap, enforce limits, honour drain, refill."""
+        if self.unwritten or self.unreported:
+            self.flush_results()
         changed = self.reap()
         changed |= self.enforce_limits()
         if os.path.exists(state.drain_path(self.config)) and not self.allocator.draining:
@@ -112,7 +129,7 @@ class SlotManager(Endings):
             changed |= self.stop_all()
         elif not self.allocator.draining:
             changed |= self.fill(force=changed)
-        if changed:
+        if changed or self.state_unsaved:
             self.save()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -123,7 +140,11 @@ class SlotManager(Endings):
     def _finished(self) -> bool:
         if self.running:
             return False
-        if self.stopping or self.allocator.draining:
+        if self.stopping:
+            return True
+        if self.unwritten or self.unreported:
+            return False  # results wait for disk space
+        if self.allocator.draining:
             return True
         if self.mode == "pilots":
             return bool(self.source.exhausted())
@@ -162,7 +183,7 @@ class SlotManager(Endings):
         if not force and now < self.next_poll and not self.held:
             return False
         self.next_poll = now + self.settings["poll_seconds"]
-        if self.allocator.free_cores == 0:
+        if self.allocator.free_cores == 0 or self.cpus_unknown():
             return False
         shutdown = self.shutdown_at()  # read once per fill: both the source and the policy see it
         try:
@@ -209,20 +230,17 @@ class SlotManager(Endings):
         cpus = sorted({self.real_cpus[s % len(self.real_cpus)] for s in slots})
         now = self.clock.time()
         workdir = os.path.join(self.scratch, "payloads", payload["id"])
-        features = jobfeatures.write(self.config, payload, cores, self.allocator.total_cores,
-                                      self.settings["wall_grace_seconds"], now)
-        env = executor.payload_env(os.environ, payload, cpus, features, mjf.machine_dir(self.config), workdir)
-        limit = payload["memory_mb"] if self.settings["memory_limit"] != "none" else None
-        if payload["kind"] == "pilot" and not self.groups:
-            limit = None  # RLIMIT_AS would apply to each of a pilot's processes, not to the pilot
-        user = payload.get("_user") or self.settings["payload_user"]
         try:
-            launched = executor.start(payload, cpus, workdir, env, limit, cgroup=self._group(payload["id"], limit),
-                                      user=user)
+            launched = self._start(payload, cores, cpus, workdir, now)
+        except OSError as exc:  # a full disk (job features, work directory): held until there is space
+            if not state.disk_full(exc):
+                raise
+            self.note_disk_full("payload's files", exc)
+            self._unwind(payload["id"])
+            self.held[payload["id"]] = payload
+            return False
         except VmagentError as exc:
-            if self.groups:
-                self.groups.remove(payload["id"])
-            self.allocator.release(payload["id"])
+            self._unwind(payload["id"])
             self.finish_entry({"payload": payload, "cores": cores, "memory_mb": payload["memory_mb"],
                                "started_at": now, "workdir": workdir}, "failed", None, None, reason=exc.message)
             return True
@@ -235,10 +253,29 @@ class SlotManager(Endings):
             "create_time": executor.create_time(launched.pid), "deadline": now + limit_s if limit_s else None,
             "spawn_rss": launched.spawn_rss,
         }
+        entry = {k: v for k, v in self.running[payload["id"]].items() if k != "popen"}
+        self.disk_write("pid file", functools.partial(state.write_pidfile, self.config, dict(entry, id=payload["id"])))
         self.stamps["last_started_at"] = now
         log.info("started %s on CPUs %s (%d cores, %d MB), pid %d", payload["id"], cpus, cores,
                  payload["memory_mb"], launched.pid)
         return True
+
+    def _start(self, payload: Dict[str, Any], cores: int, cpus: List[int], workdir: str,
+               now: float) -> executor.Launched:
+        features = jobfeatures.write(self.config, payload, cores, self.allocator.total_cores,
+                                      self.settings["wall_grace_seconds"], now)
+        env = executor.payload_env(os.environ, payload, cpus, features, mjf.machine_dir(self.config), workdir)
+        limit = payload["memory_mb"] if self.settings["memory_limit"] != "none" else None
+        if payload["kind"] == "pilot" and not self.groups:
+            limit = None  # RLIMIT_AS would apply to each of a pilot's processes, not to the pilot
+        user = payload.get("_user") or self.settings["payload_user"]
+        return executor.start(payload, cpus, workdir, env, limit, cgroup=self._group(payload["id"], limit), user=user)
+
+    def _unwind(self, payload_id: str) -> None:
+        """Give back what a payload that did not start was given."""
+        if self.groups:
+            self.groups.remove(payload_id)
+        self.allocator.release(payload_id)
 
     def _group(self, payload_id: str, memory_mb: Optional[int]) -> Optional[str]:
         """Every payload gets its own group where there are groups, limited or not: its CPU time and peak
@@ -266,30 +303,13 @@ class SlotManager(Endings):
     # --- state ------------------------------------------------------------------------------------
 
     def save(self) -> None:
+        """Write the state file; on a full disk, again at the next tick (``state_unsaved``)."""
         running = [{k: v for k, v in e.items() if k != "popen"} | {"id": pid} for pid, e in self.running.items()]
-        state.save(self.config, {
+        document = {
             "pid": os.getpid(), "mode": self.mode, "updated": self.clock.time(), "draining": self.allocator.draining,
             "total_cores": self.allocator.total_cores, "free_cores": self.allocator.free_cores,
             "total_memory_mb": self.allocator.total_memory_mb, "free_memory_mb": self.allocator.free_memory_mb,
             "running": running, "held": list(self.held.values()), "counts": dict(self.counts),
             "vacuum_codes": list(getattr(self.source, "vacuum_codes", [])),
-            "black_hole": bool(getattr(self.source, "black_hole", False)), **self.stamps})
-
-    def recover(self) -> None:
-        """Re-adopt what a previous slot manager left running; report what finished or vanished."""
-        previous = state.load(self.config)
-        if not previous:
-            return
-        self.counts.update({k: int(v) for k, v in previous.get("counts", {}).items() if k in self.counts})
-        for payload in previous.get("held", []):
-            self.held[payload["id"]] = payload
-        for entry in previous.get("running", []):
-            entry["popen"] = None
-            if executor.alive(entry["pid"], entry.get("create_time")):
-                self.allocator.adopt(entry["id"], entry["slots"], entry["memory_mb"])
-                self.running[entry["id"]] = entry
-                log.info("re-adopted %s (pid %d)", entry["id"], entry["pid"])
-            else:
-                self.allocator.adopt(entry["id"], entry["slots"], entry["memory_mb"])
-                self.running[entry["id"]] = entry
-                self._finished_with(entry, executor.exit_code_file(entry["workdir"]), None, None)
+            "black_hole": bool(getattr(self.source, "black_hole", False)), **self.stamps}
+        self.state_unsaved = not self.disk_write("state", functools.partial(state.save, self.config, document))
