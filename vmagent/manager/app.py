@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..clock import Clock, SystemClock
 from ..errors import ManagerRefused
-from . import db, routes_admin, routes_vm
+from . import db, guards, routes_admin, routes_vm
 from .settings import Settings
 from .sweeper import Sweeper
 from .web import Manager, json
@@ -66,6 +66,11 @@ def create_app(settings: Settings, *, clock: Optional[Clock] = None, engine: Opt
         return RedirectResponse("/dashboard/")
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    limiter = guards.FailureLimiter(settings.auth_failures, settings.auth_failure_window,
+                                    settings.auth_tracked_addresses)
+    app.add_middleware(guards.AuthFailureLimit, limiter=limiter, now=clock.time)
+    # Outermost, so that 413 and 429 answers carry the headers too.
+    app.add_middleware(guards.SecurityHeaders, tls=(settings.url or "").startswith("https:"))
     return app
 
 

@@ -15,7 +15,8 @@ import jsonschema
 from .. import schemas
 from ..config import apply_defaults
 
-NAME = {"type": "string", "maxLength": 256}
+# No control characters (CR, LF, ESC...) in names that end up in logs and on the dashboard.
+NAME = {"type": "string", "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
 IDENT = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"}
 COUNT = {"type": "integer", "minimum": 0, "maximum": 1 << 40}
 
@@ -29,7 +30,7 @@ LOCAL: Dict[str, Dict[str, Any]] = {
     "register": {
         "title": "VM registration", "type": "object", "additionalProperties": False,
         "required": ["instance_id", "hostname", "ip", "total_cores", "total_memory_mb"],
-        "properties": {"instance_id": IDENT, "hostname": NAME, "ip": {"type": "string", "maxLength": 64},
+        "properties": {"instance_id": IDENT, "hostname": NAME, "ip": dict(NAME, maxLength=64),
                        "total_cores": {"type": "integer", "minimum": 1, "maximum": 4096},
                        "total_memory_mb": COUNT, "site": NAME, "ce": NAME, "image": NAME,
                        "running_pod": NAME, "vo": NAME, "vmagent_version": {"type": "string", "maxLength": 64}},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import time
 from typing import Any, Dict, List, Tuple
@@ -52,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--history", type=int, default=1000, help="heartbeats kept per VM (1000)")
     serve.add_argument("--history-days", type=float, default=7.0, help="days of heartbeat history kept (7)")
     serve.add_argument("--vm-token-days", type=float, default=30.0, help="lifetime of a VM credential (30)")
+    serve.add_argument("--auth-failures", type=int, default=100, metavar="N", help="failed authentications "
+                       "of one client address within --auth-failure-window before it is answered 429 (100)")
+    serve.add_argument("--auth-failure-window", type=float, default=300.0, metavar="SECONDS",
+                       help="window of --auth-failures, and the longest wait it imposes (300)")
     serve.set_defaults(func=_serve)
 
     vms = _operator(sub, "vms", "list VMs (the VM table)")
@@ -87,7 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument("file")
     submit.set_defaults(func=_submit)
 
-    enrol = _operator(sub, "enrol", "print a single-use enrolment token for one new VM")
+    enrol = _operator(sub, "enrol", "print a single-use enrolment token for one new VM; the token is a "
+                      "secret (it registers a VM): prefer -o FILE, written readable by you only")
+    enrol.add_argument("-o", "--output", metavar="FILE", help="write the token to FILE, mode 0600, atomically, "
+                       "instead of printing it (when stdout is a file of yours, it is made 0600 too)")
     for key in ("site", "ce", "image", "running-pod", "vo"):
         enrol.add_argument(f"--{key}", default="")
     enrol.add_argument("--ttl", type=float, default=3600, help="seconds the token stays valid (3600)")
@@ -145,6 +153,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.workers < 1 or not 0 <= args.port <= 65535:
         raise UsageError("--workers must be >= 1 and --port within 0..65535")
+    if args.auth_failures < 1 or args.auth_failure_window <= 0:
+        raise UsageError("--auth-failures must be >= 1 and --auth-failure-window > 0")
     db_url = default_db(args.state_dir, args.db)
     if args.workers > 1 and db_url.startswith("sqlite"):
         print("note: several workers on SQLite share one write lock; use PostgreSQL to scale", file=sys.stderr)
@@ -152,7 +162,8 @@ def _serve(args: argparse.Namespace) -> int:
         db_url=db_url, admin_token_hash=admin_hash(args.state_dir), state_dir=os.path.abspath(args.state_dir),
         heartbeat_period=args.heartbeat_period, stall_seconds=args.stall_after, sweep_interval=args.sweep_interval,
         lease_seconds=args.lease, max_attempts=args.max_attempts, history_per_vm=args.history,
-        history_seconds=args.history_days * 86400, vm_token_ttl=args.vm_token_days * 86400)
+        history_seconds=args.history_days * 86400, vm_token_ttl=args.vm_token_days * 86400,
+        auth_failures=args.auth_failures, auth_failure_window=args.auth_failure_window)
     serve(settings, args.host, args.port, args.workers, tls=not args.insecure_http)
     return 0
 
@@ -259,12 +270,32 @@ def _check_payloads(source: str, doc: Any) -> None:
 def _enrol(args: argparse.Namespace) -> int:
     answer = _client(args).enrol(site=args.site, ce=args.ce, image=args.image, running_pod=args.running_pod,
                                  vo=args.vo, ttl_seconds=args.ttl)
+    if args.output:
+        from ..pilot.command import write_atomic
+
+        write_atomic(args.output, answer["enrolment_token"] + "\n", 0o600)
+        print(f"enrolment token written to {args.output} (mode 0600)", file=sys.stderr)
+    else:
+        _private_stdout()
     if args.json:
         return _print(answer)
-    print(answer["enrolment_token"])
+    if not args.output:
+        print(answer["enrolment_token"])
     print(f"valid until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(answer['expires_at']))}, once",
           file=sys.stderr)
     return 0
+
+
+def _private_stdout() -> None:
+    """When stdout is a regular file of ours (``enrol > token``), make it readable by us only."""
+    try:
+        found = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return
+    if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid() or not found.st_mode & 0o077:
+        return
+    os.fchmod(sys.stdout.fileno(), stat.S_IMODE(found.st_mode) & 0o700)
+    print("note: stdout is a file; made it readable by its owner only (the token is a secret)", file=sys.stderr)
 
 
 def _payloads(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from .states import FROM_HEARTBEAT, VmState, allowed
 log = logging.getLogger("vmagent.manager.fleet")
 ENROLLED = ("site", "ce", "image", "running_pod", "vo")
 PRUNE_EVERY = 50  # heartbeats between two prunings of one VM's history
+CONTROL = {code: f"\\x{code:02x}" for code in [*range(32), 127]}
 
 _has_pending = (select(instructions.c.id).where(instructions.c.vm_id == vms.c.id, instructions.c.acked_at.is_(None))
                 .exists().label("has_pending"))
@@ -37,6 +38,11 @@ _hb_update = (update(vms).where(vms.c.id == bindparam("vm_id")).values(
     free_cores=bindparam("free_cores"), payloads_running=bindparam("running"),
     payloads_done=bindparam("done"), payloads_failed=bindparam("failed"), error_code=bindparam("error_code")))
 _hb_insert = insert(heartbeats)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped, so that what a VM sends cannot split a log line."""
+    return text.translate(CONTROL)
 
 
 # --- credentials ---------------------------------------------------------------------------------
@@ -115,7 +121,7 @@ def register(conn: Connection, settings: Settings, token: Optional[str], body: M
         token_expires_at=now + settings.vm_token_ttl, **values))
     _record(conn, vm_id, None, VmState.NEW.value, f"registered with {kind} credential", now)
     log.info("%s registered: instance %s, %s, %s cores, with %s credential", vm_id, body["instance_id"],
-             body["hostname"], body["total_cores"], kind)
+             printable(body["hostname"]), body["total_cores"], kind)
     if enrolment is not None:
         updated = conn.execute(update(enrolments).where(
             enrolments.c.token_hash == enrolment.token_hash, enrolments.c.used_at.is_(None)).values(
@@ -153,7 +159,7 @@ def transition(conn: Connection, vm_id: str, current: str, target: str, reason: 
     if moved.rowcount != 1:
         return False
     _record(conn, vm_id, current, target, reason, now)
-    log.info("%s: %s -> %s: %s", vm_id, current, target, reason)
+    log.info("%s: %s -> %s: %s", vm_id, current, target, printable(reason))
     return True
 
 
@@ -258,7 +264,7 @@ def instruct(conn: Connection, vm_id: str, body: Mapping[str, Any], now: float) 
     new_id = conn.execute(insert(instructions).values(
         vm_id=vm_id, action=body["action"], shutdown_at=body.get("shutdown_at"), reason=body.get("reason", ""),
         created_at=now).returning(instructions.c.id)).scalar_one()
-    log.info("%s: instruction %s queued: %s (%s)", vm_id, new_id, body["action"], reason)
+    log.info("%s: instruction %s queued: %s (%s)", vm_id, new_id, body["action"], printable(reason))
     if body["action"] == "drain":
         transition(conn, vm_id, row.state, VmState.DRAINING.value, reason, now)
     return int(new_id)

@@ -18,13 +18,19 @@ def table(conn: Connection, filters: Mapping[str, Any], limit: int, offset: int,
     """A page of the VM table, newest first, with the total count matching the filters."""
     where = [vms.c[k] == v for k, v in filters.items() if k in FILTERS and v]
     if filters.get("q"):
-        pattern = f"%{filters['q']}%"
-        where.append(vms.c.id.like(pattern) | vms.c.hostname.like(pattern) | vms.c.ip.like(pattern))
+        pattern = f"%{like_literal(filters['q'])}%"
+        where.append(vms.c.id.like(pattern, escape="\\") | vms.c.hostname.like(pattern, escape="\\")
+                     | vms.c.ip.like(pattern, escape="\\"))
     condition = and_(True, *where)
     total = conn.execute(select(func.count()).select_from(vms).where(condition)).scalar_one()
     rows = conn.execute(select(vms).where(condition).order_by(vms.c.registered_at.desc(), vms.c.id)
                         .limit(limit).offset(offset))
     return {"total": total, "limit": limit, "offset": offset, "vms": [public(r, now) for r in rows]}
+
+
+def like_literal(text: str) -> str:
+    """``text`` for a LIKE pattern with ESCAPE '\\': its ``%`` and ``_`` match only themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def public(row: Row, now: float) -> Dict[str, Any]:

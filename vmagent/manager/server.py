@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl as ssl_module
 from typing import Optional
+
+from uvicorn import config as uvicorn_config
 
 from ..errors import UsageError
 from . import auth, db
 from .settings import ENV_VAR, Settings
 
 log = logging.getLogger("vmagent.manager")
+CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 
 def admin_hash(state_dir: str) -> str:
@@ -55,7 +59,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, tls: bool) -> 
     settings = Settings(**{**settings.__dict__, "url": url})
     os.environ[ENV_VAR] = settings.to_env()
     # VMs keep idle keep-alive connections open; do not wait on them for more than a few seconds.
-    config = uvicorn.Config("vmagent.manager.app:factory", factory=True, workers=workers, log_level="warning",
+    config = HardenedConfig("vmagent.manager.app:factory", factory=True, workers=workers, log_level="warning",
                             access_log=False, timeout_keep_alive=75, backlog=2048,
                             timeout_graceful_shutdown=3, **ssl)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
@@ -72,6 +76,22 @@ def serve(settings: Settings, host: str, port: int, workers: int, tls: bool) -> 
             server.run(sockets=[sock])
     finally:
         _withdraw(state_dir, url)
+
+
+def harden(context: ssl_module.SSLContext) -> ssl_module.SSLContext:
+    """TLS 1.2 or later with forward-secret AEAD ciphers only (TLS 1.3's suites all are)."""
+    context.minimum_version = ssl_module.TLSVersion.TLSv1_2
+    context.set_ciphers(CIPHERS)
+    return context
+
+
+class HardenedConfig(uvicorn_config.Config):
+    """uvicorn's configuration, its TLS context hardened once built (in every worker process)."""
+
+    def load(self) -> None:
+        super().load()
+        if self.ssl is not None:
+            harden(self.ssl)
 
 
 def _prepare_database(url: str) -> None:

@@ -29,7 +29,7 @@ class Settings:
     max_body_bytes: int = 1 << 20
     max_heartbeat_bytes: int = 640 << 10  # room for the schema's 4096 payload ids of 128 characters
     clock_slack_seconds: float = 120.0  # a result's times may stray this far from its lease window
-    auth_failures: int = 50  # failed authentications of one client address within the window...
+    auth_failures: int = 100  # failed authentications of one client address within the window...
     auth_failure_window: float = 300.0  # ...before it is answered 429 until the window has passed
     auth_tracked_addresses: int = 10000  # addresses the failure limiter remembers (oldest dropped)
 
