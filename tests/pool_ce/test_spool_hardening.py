@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vmagent import config as vmconfig
+from vmagent.errors import CommandFailed
 from vmagent.pool_ce.sources.spool import MAX_BYTES, MAX_DEPTH, SpoolSource
 
 DEADLINE = 60  # seconds: generous for a loaded 2-core machine; only ever a limit, never a measure
@@ -311,3 +312,13 @@ def test_huge_integers_and_non_finite_numbers_are_rejected(tmp_path):
     assert spooled.offer(CAPACITY) == []
     for name in texts:
         assert reason_of(root, name), name
+
+
+def test_unlistable_incoming_is_a_source_error(tmp_path):
+    """An incoming/ that cannot be listed is a source error naming it (logged by the slot manager), not a crash."""
+    spooled = source(tmp_path)
+    incoming = spool(tmp_path) / "incoming"
+    incoming.rmdir()
+    incoming.write_text("not a directory\n")
+    with pytest.raises(CommandFailed, match="cannot read the spool directory .*incoming"):
+        spooled.offer(CAPACITY)

@@ -21,7 +21,7 @@ import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...config import Config
-from ...errors import InputRejected
+from ...errors import CommandFailed, InputRejected
 from ...pilot.command import write_atomic
 from . import validated
 
@@ -73,6 +73,9 @@ class SpoolSource:
             os.rename(os.path.join(self.root, "incoming", name), target)
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            log.warning("cannot claim %s: %s", payload["id"], exc)
+            return False
         self.taken[payload["id"]] = os.path.basename(target)
         return True
 
@@ -122,15 +125,16 @@ class SpoolSource:
     @staticmethod
     def _entries(directory: str) -> List[Tuple[str, os.stat_result]]:
         """The ``*.json`` entries of ``directory``, oldest first, with their own (not followed) status."""
+        try:
+            names = [n for n in os.listdir(directory) if n.endswith(".json")]  # others: writers' temporary files
+        except OSError as exc:
+            raise CommandFailed(f"cannot read the spool directory {directory}: {exc.strerror}") from None
         found = []
-        with os.scandir(directory) as listing:
-            for entry in listing:
-                if not entry.name.endswith(".json"):
-                    continue  # a writer's temporary name
-                try:
-                    found.append((entry.name, entry.stat(follow_symlinks=False)))
-                except FileNotFoundError:
-                    continue
+        for name in names:
+            try:
+                found.append((name, os.lstat(os.path.join(directory, name))))
+            except FileNotFoundError:
+                continue  # taken meanwhile
         return sorted(found, key=lambda item: (item[1].st_mtime, item[0]))
 
     # --- rejecting ----------------------------------------------------------------------------------
