@@ -12,7 +12,7 @@ import time
 import yaml
 
 from vmagent import config as vmconfig
-from vmagent.pool_ce import state
+from vmagent.pool_ce import cgroups, executor, state
 
 # waits until the file named by argv[1] exists, then records when and where it ran
 WAITER = """
@@ -187,3 +187,33 @@ def test_state_entries_are_validated_one_by_one(tmp_path):
     assert state.load(loaded)["counts"] == {"done": 3}
     _, problems = state.read(loaded)
     assert any("running[1].pid" in p for p in problems), problems
+
+
+def test_payload_process_found_through_its_group_members(tmp_path):
+    """A payload group's members name the payload's process: its session leader, with pgid and start time."""
+    group = tmp_path / "base/payload-x"
+    group.mkdir(parents=True)
+    child = subprocess.Popen(["/bin/sh", "-c", "sleep 60 & wait"], start_new_session=True)
+    try:
+        (group / "cgroup.procs").write_text(f"{child.pid}\n")
+        members = cgroups.PayloadGroups(str(tmp_path / "base")).members("x")
+        assert members == [child.pid]
+        found = executor.process_in(str(tmp_path), members)
+        assert found is not None and found["pid"] == found["pgid"] == child.pid, found
+        assert executor.alive(found["pid"], found["create_time"])
+        assert cgroups.PayloadGroups(str(tmp_path / "base")).members("none") is None
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+def test_status_names_what_is_wrong_with_the_state_file(tmp_path):
+    """`vmagent pool status` on a garbage state file says what is wrong with it instead of "no state yet"."""
+    cfg = make_config(tmp_path, "recover-f")
+    state_file = paths(tmp_path)[0]
+    state_file.parent.mkdir(parents=True)
+    state_file.write_text("{\"version\": 1, \"running\": [")
+    done = subprocess.run([sys.executable, "-m", "vmagent", "-c", cfg, "pool", "status"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    assert "state.json" in done.stderr and "not readable as JSON" in done.stderr, done.stderr

@@ -34,9 +34,12 @@ def _status(args: argparse.Namespace) -> int:
     from .. import config
     from . import state
 
-    found = state.load(config.load(args.config))
+    loaded = config.load(args.config)
+    found, problems = state.read(loaded)
+    for problem in problems:
+        print(f"{state.state_path(loaded)}: {problem}", file=sys.stderr)
     if found is None:
-        print("no slot manager state yet")
+        print("no usable slot manager state" if problems else "no slot manager state yet")
         return 1
     json.dump(found, sys.stdout, indent=2, sort_keys=True)
     print()

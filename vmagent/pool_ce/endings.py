@@ -204,7 +204,8 @@ class Endings:
         started = _names(state.pidfile_dir(self.config), ".json")
         for payload_id in started & recorded:
             state.remove_pidfile(self.config, payload_id)  # recorded, then stopped before tidying
-        found = (started | _names(os.path.join(self.scratch, "payloads"), "")) - recorded - set(self.running)
+        found = (started | _names(os.path.join(self.scratch, "payloads"), "")) - recorded
+        found -= set(self.running) | set(self.held)  # held: claimed, not started (a full disk stopped it)
         for payload_id in sorted(found):
             entry = state.read_pidfile(self.config, payload_id)
             if entry is None:
