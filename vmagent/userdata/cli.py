@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,22 +22,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--vacuum", action="store_true",
                         help="vacuum platform (Vac, Vcycle): leave ##user_data_...## patterns (enrolment token, "
                              "machine features and job outputs URLs) for the platform to fill in")
-    render.add_argument("-o", "--out", help="write here instead of stdout")
+    render.add_argument("-o", "--out", metavar="FILE",
+                        help="write here instead of stdout: a new file of mode 0600 (it holds the enrolment "
+                             "token) renamed over FILE, so FILE is never readable by others")
     render.set_defaults(func=_render)
 
 
 def _render(args: argparse.Namespace) -> int:
+    from ..config import read_text
     from ..errors import UsageError
     from .render import load_site, render, write
 
     site = load_site(args.site)
     token = "##user_data_option_enrolment_token##" if args.vacuum else ""
     if args.token_file:
-        with open(args.token_file, encoding="utf-8") as fh:
-            token = fh.read().strip()
+        token = read_text(args.token_file).strip()
     if not token:
         raise UsageError("no enrolment token: pass --token-file (vmagent manager enrol prints one)")
     data = render(site, args.image, token, cloud=args.cloud, fmt=args.format, variant=args.variant,
                   vacuum=args.vacuum)
     write(data, args.out)
+    if args.out:
+        print(f"wrote {args.out} (mode 0600: it holds the enrolment token)", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from importlib import resources
@@ -36,13 +37,7 @@ def templates() -> Any:
 
 def load_site(path: str) -> Dict[str, Any]:
     """Read and validate a site description; ``ConfigError`` lists every problem as ``file: path: message``."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            site = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ConfigError(path, [("", f"cannot read: {exc.strerror}")]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, [("", f"not valid YAML: {exc}")]) from None
+    site = vm_config.yaml_document(vm_config.read_text(path), path)
     schema = json.loads(templates().joinpath("site.schema.json").read_text())
     problems = validation_problems(schema, site)
     if problems:
@@ -175,8 +170,19 @@ def vacuum_substitute(text: str, options: Dict[str, str]) -> str:
 
 
 def write(data: bytes, out: Optional[str]) -> None:
-    if out:
-        with open(out, "wb") as fh:
-            fh.write(data)
-    else:
+    """``data`` to stdout, or to file ``out``: made 0600 beside it, then renamed over it (never readable by others)."""
+    if not out:
         sys.stdout.buffer.write(data)
+        return
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(out)),
+                                     prefix=f".{os.path.basename(out)}.")  # O_EXCL, mode 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temporary, out)
+    except BaseException:
+        os.unlink(temporary)
+        raise
