@@ -190,7 +190,7 @@ class _LimitedLoader(yaml.SafeLoader):
         self.depth += 1
         self.trail.append(index.value if isinstance(index, yaml.ScalarNode) else str(index))
         try:
-            node = super().compose_node(parent, index)
+            node: Any = super().compose_node(parent, index)
             self.paths.setdefault(node, ".".join(self.trail[1:]))
         finally:
             self.depth -= 1
