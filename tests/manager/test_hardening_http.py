@@ -91,6 +91,19 @@ def _client(manager, oldest=None, newest=None, ciphers=None):
     return context
 
 
+def test_server_context_sets_its_own_floor_and_ciphers():
+    """The manager's TLS context itself demands TLS 1.2+ and AEAD ciphers, whatever OpenSSL's defaults."""
+    from vmagent.manager.server import harden
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers("ALL:@SECLEVEL=0")
+    harden(context)
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    ciphers = context.get_ciphers()
+    assert ciphers and all(c["aead"] for c in ciphers)
+    assert all(c["kea"] == "kx-ecdhe" for c in ciphers if c["protocol"] == "TLSv1.2")
+
+
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1])
 def test_tls_older_than_1_2_is_refused(manager, version):
     """A client that speaks at most TLS 1.0 or 1.1 gets no connection."""
