@@ -4,7 +4,9 @@ A source is a class built with ``(config)`` offering:
 - ``offer(capacity) -> list[dict]``: validated payload descriptions that could run; ``capacity`` has
   free_cores, free_memory_mb, remaining_seconds, total_cores, total_memory_mb. A source may return
   more than fits (the spool and the manager show the head of their queue so the masonry policy can
-  plan) or only what fits.
+  plan) or only what fits. It never offers what could not run on this VM even empty (more memory than
+  total_memory_mb, more cores than total_cores unless whole_node): the spool rejects such files, the
+  manager does not list them.
 - ``leased`` (optional, default False): what ``offer`` answers already belongs to this VM and
   must be kept until it runs.
 - ``claim(payload) -> bool``: take it for good before it starts (False: someone else took it).
