@@ -3,6 +3,9 @@
 The schema is ``vmagent/schema.json`` with each subsystem's section (``mjf``, ``slots``, ``monitor``)
 taken from that package's own ``schema.json``. Each pilot command's options are validated against
 the schema the command declares. Defaults come from the schema; nothing is read before it is valid.
+Every operator-written YAML file (this one, site descriptions) is read by ``read_text`` and
+``yaml_document``: UTF-8 only, PyYAML's safe loader within limits, no duplicate keys; NaN and
+infinity are refused wherever a document is validated.
 """
 
 from __future__ import annotations
