@@ -108,8 +108,10 @@ def monitor_for(tmp_path: Any, endpoint: Endpoint, clock: Any, **settings: Any) 
 
 
 def run_for(monitor: Monitor, clock: Any, seconds: float) -> None:
-    """Tick the monitor each virtual second for ``seconds`` or until it decides to halt."""
+    """Tick the monitor each virtual second for ``seconds`` or until it decides to halt; after each tick
+    wait (real time, up to a minute) for the endpoint calls it started, so runs do not depend on load."""
     end = clock.time() + seconds
     while clock.time() < end and monitor.decision is None:
         monitor.tick()
+        monitor.settle(60)
         clock.advance(1)

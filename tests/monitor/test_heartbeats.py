@@ -57,6 +57,7 @@ def test_backoff_grows_then_stays_at_the_period(tmp_path, endpoint, clock):
     for _ in range(600):
         before = monitor.seq
         monitor.tick()
+        monitor.settle(60)
         if monitor.seq != before:
             attempts.append(clock.time())
         clock.advance(1)

@@ -3,6 +3,11 @@
 Time comes from an injected clock: heartbeats and policy checks are scheduled on its monotonic
 reading, policies judge its wall time. Signal handlers only record the signal; the loop then
 stops without halting the VM (systemd stopping or restarting the service is not a reason to halt).
+
+Endpoint calls run in worker threads (vmagent.monitor.links), one in flight per endpoint; the loop
+never waits on one for more than a second at a time, so the watchdog, the policies, the other
+endpoints and a stop signal are attended to whatever an endpoint does. Waiting for a call's answer
+is real time (the call is real I/O), whatever the injected clock.
 """
 
 from __future__ import annotations
@@ -12,34 +17,24 @@ import os
 import random
 import signal
 import threading
+import time
+from functools import partial
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .. import mjf, plugins
 from ..clock import Clock, SystemClock
 from ..config import Config, apply_defaults, host_path, validation_problems
-from ..errors import ConfigError, ManagerRefused
+from ..errors import ConfigError
 from ..pilot.command import write_atomic
 from ..pool_ce import state as pool_state
 from . import sd_notify
-from .buffer import MissedHeartbeats
 from .halt import stop_payloads
-from .instructions import Inbox, Instruction
+from .instructions import Instruction
+from .links import Call, Link, final_reports
 from .policies import Decision, Policies
 from .sampler import Sampler, heartbeat
 
 log = logging.getLogger("vmagent.monitor")
-
-
-class Link:
-    """One endpoint with its schedule, failures in a row, what it missed and what it is owed acks for."""
-
-    def __init__(self, name: str, plugin: Any, buffer_size: int, outage_limit: Optional[float]) -> None:
-        self.name, self.plugin, self.outage_limit = name, plugin, outage_limit
-        self.next_at = 0.0
-        self.failures = 0
-        self.last_ok: Optional[float] = None
-        self.missed = MissedHeartbeats(buffer_size)
-        self.inbox = Inbox(name)
 
 
 class Monitor:
@@ -63,6 +58,7 @@ class Monitor:
         self.stop_signal: Optional[int] = None
         self.next_check = self.clock.monotonic()
         self.watchdog = sd_notify.watchdog_seconds()
+        self.wake = threading.Event()  # set by a worker when its call ends
 
     def _links(self, endpoints: Optional[Dict[str, Any]]) -> List[Link]:
         size, default_limit = self.settings["buffer_size"], self.settings["outage_halt_seconds"]
@@ -95,6 +91,7 @@ class Monitor:
             while self.decision is None and self.stop_signal is None:
                 self.tick()
                 if once:
+                    self.settle(self.settings["final_reports_seconds"])
                     break
                 self._wait_until(self._next_due())
         finally:
@@ -122,14 +119,30 @@ class Monitor:
         return due
 
     def _wait_until(self, due: float) -> None:
-        # short naps, so that a recorded signal ends the wait within a second
-        while self.stop_signal is None and self.clock.monotonic() < due:
-            self.clock.sleep(min(1.0, max(0.01, due - self.clock.monotonic())))
+        # short naps, so that a recorded signal ends the wait within a second; an answer ends it at once
+        while self.stop_signal is None and self.clock.monotonic() < due and not self.wake.is_set():
+            nap = min(1.0, max(0.01, due - self.clock.monotonic()))
+            if any(link.call is not None for link in self.links):
+                self.wake.wait(nap)
+            else:
+                self.clock.sleep(nap)
+
+    def settle(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for the calls in flight (petting the watchdog), then act on their answers."""
+        end = time.monotonic() + seconds
+        while self.stop_signal is None and time.monotonic() < end:
+            pending = [link.call for link in self.links if link.call is not None and not link.call.done()]
+            if not pending:
+                break
+            if not pending[0].wait(min(1.0, end - time.monotonic())):
+                self._pet_watchdog()
+        self.collect()
 
     def tick(self) -> None:
         """Do whatever is due now: a policy check, heartbeats, the outage limit."""
         mono, now = self.clock.monotonic(), self.clock.time()
         sd_notify.notify(f"WATCHDOG=1\nSTATUS={self.status()}, heartbeat {self.seq}")
+        self.collect()
         sample = None
         shutdown_at, grace = self.shutdown_time()
         if mono >= self.next_check:
@@ -138,6 +151,9 @@ class Monitor:
             self.decision = self.decision or self.policies.check(now, sample, shutdown_at, grace)
         for link in self.links:
             if self.decision is None and mono >= link.next_at:
+                if link.call is not None:
+                    link.skip(mono, self._period(link))
+                    continue
                 sample = sample or self.sampler.take()
                 self.beat(link, sample, self.remaining(now, shutdown_at))
         self.decision = self.decision or self._outage(now)
@@ -193,33 +209,32 @@ class Monitor:
         return body
 
     def beat(self, link: Link, sample: Mapping[str, Any], remaining: Optional[float]) -> None:
-        """Send one heartbeat to ``link``; on failure back off with jitter and remember it as missed."""
+        """Start one heartbeat to ``link`` in a worker; ``collect`` acts on its answer."""
         body = self.body(link, sample, remaining)
-        period = getattr(link.plugin, "period", None) or self.settings["period_seconds"]
         mono = self.clock.monotonic()
-        try:
-            answer = link.plugin.send(body, sample)
-        except ManagerRefused as exc:
-            link.missed.add(body)
-            link.next_at = mono + self._jitter(period)
-            log.error("%s refused heartbeat %d: %s", link.name, body["seq"], exc.message)
-            return
-        except Exception as exc:  # noqa: BLE001 - an outage or a broken plugin must not stop the watchdog
-            link.failures += 1
-            link.missed.add(body)
-            delay = min(period, self._jitter(self.settings["backoff_seconds"] * 2 ** (link.failures - 1)))
-            link.next_at = mono + delay
-            log.warning("%s unreachable (%d in a row, %d heartbeats missed), next try in %.0f s: %s", link.name,
-                        link.failures, len(link.missed), delay, getattr(exc, "message", None) or repr(exc))
-            return
-        if len(link.missed):
-            log.info("%s reachable again after %d missed heartbeats (summary sent)", link.name, len(link.missed))
-        link.missed.clear()
-        link.inbox.delivered(body.get("acks", []))
-        link.failures, link.last_ok = 0, self.clock.time()
-        link.next_at = mono + self._jitter(getattr(link.plugin, "period", None) or self.settings["period_seconds"])
-        for instruction in link.inbox.accept(answer):
-            self.obey(instruction)
+        link.next_at = mono + self._period(link)  # until the answer sets the next beat
+        link.call = Call(f"{link.name} heartbeat {body['seq']}", partial(link.plugin.send, body, sample),
+                         self.wake, mono, body)
+
+    def collect(self) -> None:
+        """Act on every call that has ended: obey its instructions, or note its failure and back off."""
+        self.wake.clear()
+        for link in self.links:
+            call = link.finished()
+            if call is None:
+                continue
+            for instruction in link.ended(call, self.clock.time(), self.clock.monotonic(), partial(self._delay, link)):
+                self.obey(instruction)
+
+    def _period(self, link: Link) -> float:
+        return float(getattr(link.plugin, "period", None) or self.settings["period_seconds"])
+
+    def _delay(self, link: Link, failures: int) -> float:
+        """Until the next beat to ``link`` after ``failures`` failures in a row: the period, or a backoff."""
+        period = self._period(link)
+        if not failures:
+            return self._jitter(period)
+        return min(period, self._jitter(self.settings["backoff_seconds"] * 2 ** (failures - 1)))
 
     def _jitter(self, seconds: float) -> float:
         spread = self.settings["jitter_fraction"]
@@ -285,15 +300,18 @@ class Monitor:
         sd_notify.notify("WATCHDOG=1")
 
     def final_reports(self, decision: Decision) -> None:
-        """A last heartbeat (status halting) and the halting notice to every endpoint; failures are logged."""
+        """A last heartbeat (status halting) and the halting notice to every endpoint, all at once, each
+        within its endpoint's deadline; the halt waits for them at most ``final_reports_seconds`` in all."""
         sample = self.sampler.take()
         remaining = self.remaining(self.clock.time(), self.shutdown_time()[0])
+        bound = float(self.settings["final_reports_seconds"])
+        end = time.monotonic() + bound
+        calls = []
         for link in self.links:
-            for what in ("final heartbeat", "halting notice"):
-                try:
-                    if what == "final heartbeat":
-                        link.plugin.send(self.body(link, sample, remaining), sample)
-                    else:
-                        link.plugin.halting(decision)
-                except Exception as exc:  # noqa: BLE001 - the VM halts whether or not the endpoint hears of it
-                    log.warning("%s: %s not delivered: %s", link.name, what, getattr(exc, "message", None) or exc)
+            work = partial(final_reports, link, self.body(link, sample, remaining), sample, decision, link.call, end)
+            calls.append((link, Call(f"{link.name} final reports", work, self.wake, self.clock.monotonic())))
+        for link, call in calls:
+            while not call.wait(min(1.0, end - time.monotonic())) and time.monotonic() < end:
+                self._pet_watchdog()
+            if not call.done():
+                log.warning("%s: final reports unanswered after %g s; halting without them", link.name, bound)

@@ -2,7 +2,8 @@
 
 The target is a directory or an http(s) URL that takes PUT (the platform's own joboutputs URL).
 The platform only looks at the heartbeat file's age; ``shutdown_message`` is one line, ``NNN text``,
-with no trailing newline.
+with no trailing newline. A PUT has one deadline, ``timeout`` seconds for the whole exchange
+(``HttpSession``); an https target is verified against ``ca_file``, else the system CAs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from ...config import Config, host_path
 from ...errors import ManagerRefused, ManagerUnavailable
 from ...pilot.command import write_atomic
+from .session import HttpSession
 
 
 class VacEndpoint:
@@ -30,7 +32,8 @@ class VacEndpoint:
                                "description": "name of the heartbeat file the platform watches"},
             "ca_file": {"type": ["string", "null"], "default": None,
                         "description": "VM path of the CA bundle for an https target (default: system CAs)"},
-            "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+            "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 10,
+                        "description": "seconds for a whole PUT: connection, upload and answer"},
         },
     }
 
@@ -43,8 +46,9 @@ class VacEndpoint:
         self.target = str(target)
         self.heartbeat_file = str(options.get("heartbeat_file") or "heartbeat")
         ca = options.get("ca_file")
-        self.verify: Any = host_path(config.root, ca) if ca else True
+        self.ca_file = host_path(config.root, ca) if ca else None
         self.timeout = float(options.get("timeout") or 10)
+        self.session: Optional[HttpSession] = None
         self.period: Optional[float] = None
 
     def send(self, heartbeat: Dict[str, Any], sample: Mapping[str, Any]) -> List[Any]:
@@ -59,14 +63,17 @@ class VacEndpoint:
         if not self.target.startswith(("http://", "https://")):
             write_atomic(os.path.join(self.target, name), text, 0o644)
             return
-        import requests  # only a URL target pays for requests and ssl
-
         url = f"{self.target.rstrip('/')}/{name}"
-        try:
-            answer = requests.put(url, data=text.encode(), timeout=self.timeout, verify=self.verify)
-        except requests.RequestException as exc:
-            raise ManagerUnavailable(f"{url}: {exc}") from None
-        if answer.status_code >= 500:
-            raise ManagerUnavailable(f"{url}: HTTP {answer.status_code}")
-        if answer.status_code >= 400:
-            raise ManagerRefused(answer.status_code, f"{url} refused the PUT")
+        status, _ = self._session().request("PUT", f"/{name}", text.encode(), {"Content-Type": "text/plain"})
+        if status >= 500:
+            raise ManagerUnavailable(f"{url}: HTTP {status}")
+        if status >= 400:
+            raise ManagerRefused(status, f"{url} refused the PUT")
+
+    def _session(self) -> HttpSession:
+        if self.session is None:
+            try:
+                self.session = HttpSession(self.target, ca_file=self.ca_file, timeout=self.timeout)
+            except (OSError, ValueError) as exc:  # a bad URL or CA file: reported at every beat, not fatal
+                raise ManagerRefused(0, f"vac endpoint {self.target}: {exc}") from None
+        return self.session
