@@ -15,8 +15,10 @@ import jsonschema
 from .. import schemas
 from ..config import apply_defaults
 
-# No control characters (CR, LF, ESC...) in names that end up in logs and on the dashboard.
-NAME = {"type": "string", "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
+# No control characters (CR, LF, ESC...) in names that end up in logs and on the dashboard; NUL
+# is refused for every text by web.storable, with its own message.
+NAME = {"type": "string", "maxLength": 256, "pattern": "^[^\\x01-\\x1f\\x7f]*$",
+        "description": "no control characters"}
 IDENT = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"}
 COUNT = {"type": "integer", "minimum": 0, "maximum": 1 << 40}
 
