@@ -1,4 +1,4 @@
-"""Endpoint links: one endpoint's schedule and state, and its call in flight in a worker thread.
+"""Endpoint links: built from monitor.endpoints, each with its schedule, state and call in flight.
 
 Every endpoint call (a heartbeat, the final reports) runs in its own daemon thread, so that an
 endpoint slow to answer holds up neither the other endpoints, nor the policy checks, nor the
@@ -15,7 +15,9 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
-from ..errors import ManagerRefused
+from .. import plugins
+from ..config import Config, apply_defaults, validation_problems
+from ..errors import ConfigError, ManagerRefused
 from .buffer import MissedHeartbeats
 from .instructions import Inbox, Instruction
 
@@ -120,6 +122,28 @@ class Link:
         if call.late == 1:
             log.warning("%s: heartbeat %s unanswered for %.0f s; no new beat until it ends", self.name,
                         (call.body or {}).get("seq"), mono - call.started)
+
+
+def build_links(config: Config, endpoints: Optional[Dict[str, Any]] = None) -> List[Link]:
+    """A link per configured endpoint (``monitor.endpoints``), or per given ``{name: plugin}``."""
+    settings = config.section("monitor")
+    size, default_limit = settings["buffer_size"], settings["outage_halt_seconds"]
+    if endpoints is not None:
+        return [Link(name, plugin, size, default_limit) for name, plugin in endpoints.items()]
+    links = []
+    for i, entry in enumerate(settings["endpoints"]):
+        cls = plugins.load(plugins.GROUPS["endpoints"], entry["name"])
+        options = dict(entry.get("options") or {})
+        schema = getattr(cls, "options_schema", {"type": "object"})
+        # nothing to check in empty options unless some are required (spares loading jsonschema)
+        found = validation_problems(schema, options) if options or schema.get("required") else []
+        if found:
+            raise ConfigError(config.source, [(f"monitor.endpoints.{i}.options{'.' + p if p else ''}", m)
+                                              for p, m in found])
+        apply_defaults(schema, options)
+        limit = entry.get("outage_halt_seconds", default_limit)
+        links.append(Link(f"{entry['name']}#{i}", cls(config, options), size, limit))
+    return links
 
 
 def final_reports(link: Link, body: Dict[str, Any], sample: Mapping[str, Any], decision: Any,

@@ -19,18 +19,17 @@ import signal
 import threading
 import time
 from functools import partial
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .. import mjf, plugins
 from ..clock import Clock, SystemClock
-from ..config import Config, apply_defaults, host_path, validation_problems
-from ..errors import ConfigError
+from ..config import Config, host_path
 from ..pilot.command import write_atomic
 from ..pool_ce import state as pool_state
 from . import sd_notify
 from .halt import stop_payloads
 from .instructions import Instruction
-from .links import Call, Link, final_reports
+from .links import Call, Link, build_links, final_reports
 from .policies import Decision, Policies
 from .sampler import Sampler, heartbeat
 
@@ -50,7 +49,7 @@ class Monitor:
         self.sampler = Sampler(config, self.clock, boot_time)
         self.policies = Policies(self.settings, self.sampler.boot_time, self.clock.time(), self.rng)
         self.instance_id = detect_instance_id(config)
-        self.links = self._links(endpoints)
+        self.links = build_links(config, endpoints)
         self.halt_action = halt_action or plugins.load(
             plugins.GROUPS["halt_actions"], self.settings["halt_action"])(config)
         self.started, self.seq, self.halting = self.clock.time(), 0, False
@@ -59,25 +58,6 @@ class Monitor:
         self.next_check = self.clock.monotonic()
         self.watchdog = sd_notify.watchdog_seconds()
         self.wake = threading.Event()  # set by a worker when its call ends
-
-    def _links(self, endpoints: Optional[Dict[str, Any]]) -> List[Link]:
-        size, default_limit = self.settings["buffer_size"], self.settings["outage_halt_seconds"]
-        if endpoints is not None:
-            return [Link(name, plugin, size, default_limit) for name, plugin in endpoints.items()]
-        links = []
-        for i, entry in enumerate(self.settings["endpoints"]):
-            cls = plugins.load(plugins.GROUPS["endpoints"], entry["name"])
-            options = dict(entry.get("options") or {})
-            schema = getattr(cls, "options_schema", {"type": "object"})
-            # nothing to check in empty options unless some are required (spares loading jsonschema)
-            found = validation_problems(schema, options) if options or schema.get("required") else []
-            if found:
-                raise ConfigError(self.config.source, [(f"monitor.endpoints.{i}.options{'.' + p if p else ''}", m)
-                                                       for p, m in found])
-            apply_defaults(schema, options)
-            limit = entry.get("outage_halt_seconds", default_limit)
-            links.append(Link(f"{entry['name']}#{i}", cls(self.config, options), size, limit))
-        return links
 
     # --- the loop ---------------------------------------------------------------------------------
 
