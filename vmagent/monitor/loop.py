@@ -119,7 +119,8 @@ class Monitor:
         self.collect()
 
     def tick(self) -> None:
-        """Do whatever is due now: a policy check, heartbeats, the outage limit."""
+        """Do whatever is due now: answers that came in, a policy check, heartbeats (started, never awaited),
+        the outage limit."""
         mono, now = self.clock.monotonic(), self.clock.time()
         sd_notify.notify(f"WATCHDOG=1\nSTATUS={self.status()}, heartbeat {self.seq}")
         self.collect()
