@@ -173,7 +173,7 @@ def test_wrongly_typed_state_does_not_crash_the_unit(tmp_path):
 
 
 def test_state_entries_are_validated_one_by_one(tmp_path):
-    """load keeps the valid running entries and drops one with a string pid, naming it."""
+    """read keeps the valid running entries and drops one with a string pid, naming it."""
     cfg = make_config(tmp_path, "recover-e")
     good = {"id": "a", "payload": {"id": "a", "command": ["true"]}, "cores": 1, "slots": [0], "cpus": [0],
             "memory_mb": 0, "pid": 4242, "pgid": 4242, "started_at": 1.0, "estimated_end": 2.0,
@@ -183,9 +183,9 @@ def test_state_entries_are_validated_one_by_one(tmp_path):
     state_file.parent.mkdir(parents=True)
     state_file.write_text(json.dumps({"version": 1, "running": [good, bad], "counts": {"done": 3}}))
     loaded = vmconfig.load(cfg)
-    assert [e["id"] for e in state.load(loaded)["running"]] == ["a"]
-    assert state.load(loaded)["counts"] == {"done": 3}
-    _, problems = state.read(loaded)
+    valid, problems = state.read(loaded)
+    assert [e["id"] for e in valid["running"]] == ["a"]
+    assert valid["counts"] == {"done": 3}
     assert any("running[1].pid" in p for p in problems), problems
 
 

@@ -14,8 +14,6 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-import jsonschema
-
 from .. import schemas
 from ..config import Config, apply_defaults
 from ..errors import VmagentError
@@ -26,7 +24,7 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 NUMBER = {"type": "number"}
 MAYBE_NUMBER = {"type": ["number", "null"]}
 INTEGERS = {"type": "array", "items": {"type": "integer", "minimum": 0}}
-RUNNING = jsonschema.Draft7Validator({
+RUNNING_SCHEMA = {
     "type": "object",
     "required": ["id", "payload", "cores", "slots", "cpus", "memory_mb", "pid", "pgid", "started_at",
                  "estimated_end", "workdir"],
@@ -39,7 +37,7 @@ RUNNING = jsonschema.Draft7Validator({
         "stopped_because": {"type": ["string", "null"]}, "spawn_rss": {"type": ["integer", "null"]},
         "cpus_unknown": {"type": "boolean"},
     },
-})
+}
 
 
 def state_path(config: Config) -> str:
@@ -68,12 +66,13 @@ def disk_full(exc: OSError) -> bool:
 # --- reading and checking ---------------------------------------------------------------------------
 
 def load(config: Config) -> Optional[Dict[str, Any]]:
-    """The valid part of the state file; None when there is none (missing or unusable)."""
-    return read(config)[0]
+    """The state document as written, for readers (monitor, demo, status) that take what they need
+    with care; None when missing or unusable. Light on purpose: the long-lived monitor calls it and
+    never loads jsonschema. The slot manager itself trusts only what ``read`` checked."""
+    return _document(config)[0]
 
 
-def read(config: Config) -> Tuple[Optional[Dict[str, Any]], List[str]]:
-    """(valid part or None, problems as ``path: message``); a missing file is (None, [])."""
+def _document(config: Config) -> Tuple[Optional[Dict[str, Any]], List[str]]:
     try:
         with open(state_path(config), encoding="utf-8") as fh:
             data = json.load(fh)
@@ -85,7 +84,14 @@ def read(config: Config) -> Tuple[Optional[Dict[str, Any]], List[str]]:
         return None, [f"(top): a {type(data).__name__}, not an object"]
     if data.get("version") != VERSION:
         return None, [f"version: {data.get('version')!r}, this slot manager reads version {VERSION}"]
-    problems: List[str] = []
+    return data, []
+
+
+def read(config: Config) -> Tuple[Optional[Dict[str, Any]], List[str]]:
+    """(valid part or None, problems as ``path: message``); a missing file is (None, [])."""
+    data, problems = _document(config)
+    if data is None:
+        return None, problems
     data["running"] = _valid_items(data.get("running", []), "running", _running_problems, problems)
     data["held"] = _valid_items(data.get("held", []), "held", _payload_problems, problems)
     for payload in data["held"] + [entry["payload"] for entry in data["running"]]:
@@ -108,7 +114,10 @@ def _valid_items(items: Any, key: str, check: Any, problems: List[str]) -> List[
 
 
 def _running_problems(entry: Any) -> List[Tuple[str, str]]:
-    found = [(".".join(map(str, e.absolute_path)), e.message) for e in RUNNING.iter_errors(entry)]
+    import jsonschema  # here, not at import: the monitor imports this module for ``load``
+
+    validator = jsonschema.Draft7Validator(RUNNING_SCHEMA)
+    found = [(".".join(map(str, e.absolute_path)), e.message) for e in validator.iter_errors(entry)]
     if found:
         return found
     found = [("payload." + path, message) for path, message in _payload_problems(entry["payload"])]
