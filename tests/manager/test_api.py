@@ -93,12 +93,12 @@ def test_result_is_kept_and_counted_in_accounting(manager):
     (leased,) = vm["client"].claim(vm["vm_id"], free_cores=8, max=1)
     assert leased["id"] == pid
     vm["client"].result(vm["vm_id"], pid, {"id": pid, "outcome": "done", "exit_code": 0, "cores": 2,
-                                           "wall_seconds": 1800.0, "cpu_seconds": 3500.0})
+                                           "wall_seconds": 0.5, "cpu_seconds": 0.75})
     assert admin.payload(pid)["state"] == "done"
     rows = [r for r in admin.accounting("ce") if r["ce"] == ce]
     assert rows[0]["payloads"] == 1 and rows[0]["done"] == 1 and rows[0]["vms"] == 1
-    assert rows[0]["core_hours"] == pytest.approx(1.0)
-    assert rows[0]["cpu_hours"] == pytest.approx(3500 / 3600)
+    assert rows[0]["core_hours"] == pytest.approx(2 * 0.5 / 3600, abs=1e-6)
+    assert rows[0]["cpu_hours"] == pytest.approx(0.75 / 3600, abs=1e-6)
 
 
 def test_killed_payload_is_queued_again(manager):

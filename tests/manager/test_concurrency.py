@@ -19,12 +19,12 @@ def test_concurrent_claims_lease_each_payload_once(start, db_kind, workers):
     vo = "race-" + uuid.uuid4().hex[:6]
     manager.client()._call("POST", "/payloads", [{"id": f"{vo}-{i}", "command": ["true"], "tags": {"vo": vo}}
                                                  for i in range(40)])
-    vms = [new_vm(manager, cores=2, vo=vo) for _ in range(8)]
+    vms = [new_vm(manager, cores=5, vo=vo) for _ in range(8)]  # 40 cores for 40 payloads
     leased = {vm["vm_id"]: [] for vm in vms}
 
     def claim_all(vm):
         while True:
-            got = vm["client"].claim(vm["vm_id"], free_cores=2, max=2)
+            got = vm["client"].claim(vm["vm_id"], free_cores=5, max=2)
             if not got:
                 return
             leased[vm["vm_id"]].extend(p["id"] for p in got)
