@@ -151,8 +151,8 @@ class ManagerClient:
         except requests.RequestException as exc:
             raise ManagerUnavailable(f"{method} {url}: {exc.__class__.__name__}: {exc}",
                                      hint="check manager.url, the network and manager.ca_file") from None
-        if response.status_code >= 500:
-            raise ManagerUnavailable(f"{method} {url}: HTTP {response.status_code}")
+        if response.status_code >= 500 or response.status_code == 429:  # 429: too many failures, try later
+            raise ManagerUnavailable(f"{method} {url}: HTTP {response.status_code} {_detail(response)}".rstrip())
         if response.status_code >= 400:
             raise ManagerRefused(response.status_code, _detail(response))
         try:
@@ -208,7 +208,8 @@ def registration(config: Any, url: str) -> Dict[str, Any]:
         "instance_id": detect_instance_id(config),
         "hostname": socket.gethostname(),
         "ip": _local_ip(url),
-        "total_cores": os.cpu_count() or 1,
+        # the slot manager's count (slots.cores, else the CPUs it may use): the manager bounds claims by it
+        "total_cores": config.section("slots")["cores"] or len(os.sched_getaffinity(0)),
         "total_memory_mb": _total_memory_mb(),
         "vmagent_version": __version__,
     }

@@ -170,7 +170,7 @@ class JsonSession(HttpSession):
 
     def _decode(self, path: str, status: int, raw: bytes) -> Any:
         where = f"POST {self.url}{API}{path}"
-        if status >= 500:
+        if status >= 500 or status == 429:  # 429: too many failed authentications here, try later
             raise ManagerUnavailable(f"{where}: HTTP {status}")
         if len(raw) > MAX_ANSWER_BYTES:
             raise ManagerRefused(status, f"answer larger than {MAX_ANSWER_BYTES} bytes")
