@@ -80,20 +80,28 @@ def nonroot_script() -> str:
     return "\n".join(lines)
 
 
-def wait_in_journal(text: str, seconds: int = 300) -> str:
-    """Shell that waits until the slot manager's journal holds ``text``, polling each second for up to
-    ``seconds`` (journald writes when it gets to it; a loaded host makes the guest slow)."""
-    return (f"for i in $(seq {seconds}); do journalctl --no-pager -u vmagent-slots.service | "
-            f"grep -qF {shlex.quote(text)} && break; sleep 1; done")
+def wait_until(condition: str, seconds: int = 300) -> str:
+    """Shell that waits until the shell ``condition`` holds, trying each second for up to ``seconds``
+    (journald writes when it gets to it; a loaded host makes the guest slow)."""
+    return f"for i in $(seq {seconds}); do if {condition}; then break; fi; sleep 1; done"
 
 
-def crash_and_readopt(survivor: str) -> str:
-    """Shell that kills the slot manager once ``survivor`` runs, waits for the restarted one to re-adopt it,
-    then keeps the journal in SLOTS_JOURNAL (written whatever happened, for the assertions to show)."""
+def in_journal(text: str) -> str:
+    return f"journalctl --no-pager -u vmagent-slots.service | grep -qF {shlex.quote(text)}"
+
+
+def crash_and_readopt(survivor: str, greedy: str) -> str:
+    """Shell that kills the slot manager while ``survivor`` runs, once ``greedy`` has ended and the state
+    says so (a kill while a payload starts leaves it to the recovery from pid files, which knows less of
+    it), waits for the restarted one to re-adopt ``survivor``, then keeps the journal in SLOTS_JOURNAL
+    (written whatever happened, for the assertions to show)."""
+    pool = "/var/lib/vmagent/pool"
+    settled = (f"grep -qsF '\"{greedy}\"' {pool}/results.jsonl && grep -qsF '\"{survivor}\"' {pool}/state.json "
+               f"&& ! grep -qsF '\"{greedy}\"' {pool}/state.json")
     return "\n".join([
-        wait_in_journal(f"started {survivor} on CPUs"),
+        wait_until(settled),
         "systemctl kill --signal=KILL --kill-who=main vmagent-slots.service",
-        wait_in_journal(f"re-adopted {survivor} (pid"),
+        wait_until(in_journal(f"re-adopted {survivor} (pid")),
         f"journalctl --no-pager -u vmagent-slots.service > {SLOTS_JOURNAL}",
         f"systemd-analyze verify {' '.join(f'/etc/systemd/system/{u}' for u in UNITS)} > {UNITS_VERIFY} 2>&1",
         f"echo verify done >> {UNITS_VERIFY}"])
@@ -148,9 +156,10 @@ def test_vm_boots_works_and_halts(tmp_path, suite, os_name):
         admin = manager.client()
         ids = [admin.submit({"id": f"e2e-{i}", "command": ["python3", "-c", f"print(sum(range({i + 1} * 10**6)))"],
                              "cores": 1, "wall_estimate_seconds": 30}) for i in range(3)]
-        # still running when the slot manager is SIGKILLed: the restarted one must adopt it
-        survivor = admin.submit({"id": "e2e-long", "command": ["sleep", "45"], "cores": 1,
-                                 "wall_estimate_seconds": 45})
+        # still running when the slot manager is SIGKILLed: the restarted one must adopt it (the kill
+        # waits for the greedy payload's end, some 30 s under TCG; a restart takes as long again)
+        survivor = admin.submit({"id": "e2e-long", "command": ["sleep", "150"], "cores": 1,
+                                 "wall_estimate_seconds": 150})
         # 256 MB written by a payload allowed 64 MB: the kernel kills it in its cgroup v2 group
         greedy = admin.submit({"id": "e2e-oom", "command": ["python3", "-c", "b = b'x' * (256 * 2**20)"],
                                "cores": 1, "memory_mb": 64, "wall_estimate_seconds": 30})
@@ -171,7 +180,7 @@ def test_vm_boots_works_and_halts(tmp_path, suite, os_name):
                                    # the slot manager crashes while payloads run; systemd restarts it (its
                                    # journal, kept in a file the test reads, shows the adoption)
                                    {"name": "exec", "timeout": 900, "options": {"argv": [
-                                       "sh", "-c", crash_and_readopt(survivor)]}}],
+                                       "sh", "-c", crash_and_readopt(survivor, greedy)]}}],
                 "slots": {"poll_seconds": 2},
                 "monitor": {"period_seconds": 5, "check_seconds": 2, "no_payloads_seconds": 20,
                             "fizzle_seconds": 600}}},
