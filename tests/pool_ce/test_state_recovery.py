@@ -217,3 +217,14 @@ def test_status_names_what_is_wrong_with_the_state_file(tmp_path):
                           text=True, timeout=60)
     assert done.returncode == 1
     assert "state.json" in done.stderr and "not readable as JSON" in done.stderr, done.stderr
+
+
+def test_payload_group_limit_is_recovered(tmp_path):
+    """A payload group's memory.max gives back the limit of a payload recovered without its pid file."""
+    for name, value in (("limited", "67108864\n"), ("open", "max\n")):
+        (tmp_path / "base" / f"payload-{name}").mkdir(parents=True)
+        (tmp_path / "base" / f"payload-{name}" / "memory.max").write_text(value)
+    groups = cgroups.PayloadGroups(str(tmp_path / "base"))
+    assert groups.limit_mb("limited") == 64
+    assert groups.limit_mb("open") is None
+    assert groups.limit_mb("missing") is None

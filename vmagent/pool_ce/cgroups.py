@@ -157,6 +157,14 @@ class PayloadGroups:
         except (OSError, ValueError):
             return None
 
+    def limit_mb(self, payload_id: str) -> Optional[int]:
+        """A payload group's ``memory.max`` in MB; None when unlimited or unreadable (recovery's view)."""
+        try:
+            value = _read(os.path.join(self.path(payload_id), "memory.max")).strip()
+            return int(value) // 2**20 if value != "max" else None
+        except (OSError, ValueError):
+            return None
+
     def remove(self, payload_id: str) -> None:
         """Kill what is left in the group (daemons a payload left behind), then remove it."""
         group = self.path(payload_id)

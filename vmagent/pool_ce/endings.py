@@ -70,7 +70,8 @@ class Endings:
         if entry.get("stopped_because"):
             outcome, reason = "killed", entry["stopped_because"]
         elif usage.get("oom_kills"):
-            outcome, reason = "failed", f"memory limit of {entry['memory_mb']} MB exceeded (killed by the kernel)"
+            limit = f"of {entry['memory_mb']} MB " if entry["memory_mb"] else "(size not recovered) "
+            outcome, reason = "failed", f"memory limit {limit}exceeded (killed by the kernel)"
         elif code is None and entry.get("state_lost"):
             outcome, reason = "lost", "state lost"
         elif code is None:
@@ -236,6 +237,7 @@ class Endings:
         """A running entry for a payload known only by its work directory (and maybe a process)."""
         workdir = os.path.join(self.scratch, "payloads", payload_id)
         members = self.groups.members(payload_id) if self.groups else None
+        memory_mb = (self.groups.limit_mb(payload_id) if self.groups else None) or 0
         found = executor.process_in(workdir, members) or {"pid": 0, "pgid": 0, "create_time": None}
         payload = {"id": payload_id, "command": ["(unknown)"]}
         apply_defaults(schemas.get("payload"), payload)
@@ -244,7 +246,7 @@ class Endings:
         except OSError:
             started = self.clock.time()
         return {"id": payload_id, "payload": payload, "cores": self.allocator.total_cores, "slots": [], "cpus": [],
-                "memory_mb": 0, "started_at": started, "estimated_end": self.clock.time(), "workdir": workdir,
+                "memory_mb": memory_mb, "started_at": started, "estimated_end": self.clock.time(), "workdir": workdir,
                 "deadline": None, "cpus_unknown": True, **found}
 
     def cpus_unknown(self) -> bool:
