@@ -27,8 +27,17 @@ END = 'python3 -c "import time; print(repr(time.time()))" > end'
 
 def measure(payloads: int, event_driven: bool) -> List[float]:
     with tempfile.TemporaryDirectory(prefix="vmagent-dispatch-") as root:
-        config = make_config(root, [], slots={"cores": 1, "memory_mb": 1000, "poll_seconds": 1.0,
-                                              "exit_when_idle": True, "policy": "fifo"})
+        config = make_config(
+            root,
+            [],
+            slots={
+                "cores": 1,
+                "memory_mb": 1000,
+                "poll_seconds": 1.0,
+                "exit_when_idle": True,
+                "policy": "fifo",
+            },
+        )
         incoming = os.path.join(config.path("slots.spool_dir"), "incoming")
         os.makedirs(incoming)
         for i in range(payloads):
@@ -55,14 +64,18 @@ def summary(latencies: List[float]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--payloads", type=int, default=40)
     args = parser.parse_args()
     event = measure(args.payloads, True)
     polled = measure(max(10, args.payloads // 4), False)
     print(f"event-driven (SIGCHLD)  {summary(event)}")
     print(f"1 s polling baseline    {summary(polled)}")
-    print(f"median ratio event-driven / polling: {statistics.median(event) / statistics.median(polled):.3f}")
+    print(
+        f"median ratio event-driven / polling: {statistics.median(event) / statistics.median(polled):.3f}"
+    )
     return 0
 
 

@@ -45,7 +45,15 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from vmagent.pool_ce.masonry import Backfill, Fifo, Greedy, PoolView, RunningPayload, RuntimeLearner, WaitingPayload
+from vmagent.pool_ce.masonry import (
+    Backfill,
+    Fifo,
+    Greedy,
+    PoolView,
+    RunningPayload,
+    RuntimeLearner,
+    WaitingPayload,
+)
 
 HOUR = 3600.0
 
@@ -101,8 +109,12 @@ class KnownErrors:
             logs.setdefault(job.kind, []).append(math.log(job.runtime / job.declared))
         self.ratios = {}
         for kind, found in logs.items():
-            error = statistics.NormalDist(statistics.fmean(found), statistics.stdev(found) if len(found) > 1 else 0.0)
-            self.ratios[kind] = tuple(math.exp(error.inv_cdf((i + 0.5) / points)) for i in range(points))
+            error = statistics.NormalDist(
+                statistics.fmean(found), statistics.stdev(found) if len(found) > 1 else 0.0
+            )
+            self.ratios[kind] = tuple(
+                math.exp(error.inv_cdf((i + 0.5) / points)) for i in range(points)
+            )
         self.quantile = quantile
 
     def observe(self, kind: str, declared: Optional[float], runtime: float) -> None:
@@ -116,8 +128,15 @@ class KnownErrors:
         return tuple(declared * ratio for ratio in self.ratios[kind])
 
 
-def simulate(policy: Any, cores: int, lifetime: float, jobs: List[Job], clairvoyant: bool = False,
-             learner: Any = None, told_kills: bool = False) -> Dict[str, Any]:
+def simulate(
+    policy: Any,
+    cores: int,
+    lifetime: float,
+    jobs: List[Job],
+    clairvoyant: bool = False,
+    learner: Any = None,
+    told_kills: bool = False,
+) -> Dict[str, Any]:
     learner = learner or RuntimeLearner(default_runtime=3 * HOUR)
     queue = list(jobs)
     window: Dict[str, Tuple[Job, float]] = {}
@@ -144,11 +163,22 @@ def simulate(policy: Any, cores: int, lifetime: float, jobs: List[Job], clairvoy
                     del running[pid]
                     free += job.cores
                     stopped.add(pid)
-        view = PoolView(now, lifetime, cores, cores * 2000, free, free * 2000,
-                        tuple(RunningPayload(i, j.cores, j.cores * 2000, s, e, spread(j))
-                              for i, (j, s, e) in running.items()),
-                        tuple(WaitingPayload(j.id, j.cores, j.cores * 2000, estimate(j), q, j.kind, spread(j))
-                              for j, q in window.values()))
+        view = PoolView(
+            now,
+            lifetime,
+            cores,
+            cores * 2000,
+            free,
+            free * 2000,
+            tuple(
+                RunningPayload(i, j.cores, j.cores * 2000, s, e, spread(j))
+                for i, (j, s, e) in running.items()
+            ),
+            tuple(
+                WaitingPayload(j.id, j.cores, j.cores * 2000, estimate(j), q, j.kind, spread(j))
+                for j, q in window.values()
+            ),
+        )
         for pid in policy.decide(view):
             job, queued = window[pid]
             if job.cores > free:
@@ -193,14 +223,23 @@ def mean(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
-WORKLOADS = ("mostly-single", "1c+8c-on-32", "whole-node-on-16", "poor-estimates-48h", "noisy-estimates-48h")
+WORKLOADS = (
+    "mostly-single",
+    "1c+8c-on-32",
+    "whole-node-on-16",
+    "poor-estimates-48h",
+    "noisy-estimates-48h",
+)
 STRESS = ("noisy-estimates-48h",)  # beyond what runtime learning can correct: see --bounds
 POLICIES = ("clairvoyant", "backfill", "greedy", "fifo")
-TARGET_POINTS = 2.0  # the default policy's good utilisation may trail the reference's by at most this
+TARGET_POINTS = (
+    2.0  # the default policy's good utilisation may trail the reference's by at most this
+)
 
 
-def run_workload(name: str, seed: int, vms: int, bounds: bool = False,
-                 policies: Tuple[str, ...] = POLICIES) -> Dict[str, Dict[str, Any]]:
+def run_workload(
+    name: str, seed: int, vms: int, bounds: bool = False, policies: Tuple[str, ...] = POLICIES
+) -> Dict[str, Dict[str, Any]]:
     """Each policy's mean figures over ``vms`` VMs of workload ``name``, their queues drawn from ``seed``."""
     runs: Dict[str, List[Dict[str, Any]]] = {p: [] for p in policies}
     makers = {"clairvoyant": Backfill, "backfill": Backfill, "greedy": Greedy, "fifo": Fifo}
@@ -208,13 +247,27 @@ def run_workload(name: str, seed: int, vms: int, bounds: bool = False,
     for vm in range(vms):
         cores, lifetime, jobs = workload(name, random.Random(f"{seed}-{name}-{vm}"))
         for policy in policies:
-            runs[policy].append(simulate(makers[policy](), cores, lifetime, jobs,
-                                         clairvoyant=policy == "clairvoyant"))
+            runs[policy].append(
+                simulate(
+                    makers[policy](), cores, lifetime, jobs, clairvoyant=policy == "clairvoyant"
+                )
+            )
         if bounds:
-            for label, known, told in (("known-errors", True, False), ("told-kills", False, True),
-                                       ("both", True, True)):
-                runs.setdefault(label, []).append(simulate(
-                    Backfill(), cores, lifetime, jobs, learner=KnownErrors(jobs) if known else None, told_kills=told))
+            for label, known, told in (
+                ("known-errors", True, False),
+                ("told-kills", False, True),
+                ("both", True, True),
+            ):
+                runs.setdefault(label, []).append(
+                    simulate(
+                        Backfill(),
+                        cores,
+                        lifetime,
+                        jobs,
+                        learner=KnownErrors(jobs) if known else None,
+                        told_kills=told,
+                    )
+                )
     return {policy: mean(found) for policy, found in runs.items()}
 
 
@@ -222,8 +275,12 @@ def verdict(by_policy: Dict[str, Dict[str, Any]]) -> Tuple[float, bool, bool, bo
     """The backfill policy's distance to the reference in points, and the three acceptance checks."""
     ref, b, g = by_policy["clairvoyant"], by_policy["backfill"], by_policy["greedy"]
     distance = (b["good_utilisation"] - ref["good_utilisation"]) * 100
-    return (distance, distance >= -TARGET_POINTS, b["multicore_share"] >= 0.9 * ref["multicore_share"],
-            b["killed"] < g["killed"])
+    return (
+        distance,
+        distance >= -TARGET_POINTS,
+        b["multicore_share"] >= 0.9 * ref["multicore_share"],
+        b["killed"] < g["killed"],
+    )
 
 
 def seed_range(text: str) -> List[int]:
@@ -231,7 +288,9 @@ def seed_range(text: str) -> List[int]:
     try:
         seeds = list(range(int(first), int(last or first) + 1))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a seed or a range of seeds such as 12-23") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a seed or a range of seeds such as 12-23"
+        ) from None
     if not seeds:
         raise argparse.ArgumentTypeError(f"{text!r} is an empty range")
     return seeds
@@ -250,38 +309,64 @@ def across_seeds(seeds: List[int], vms: int, jobs: int, as_json: bool) -> int:
     per: Dict[str, Dict[int, Any]] = {name: {} for name in WORKLOADS}
     for name, seed, by_policy in found:
         distance, *checks = verdict(by_policy)
-        mc_ratio = by_policy["backfill"]["multicore_share"] / by_policy["clairvoyant"]["multicore_share"]
-        per[name][seed] = {"vs_ref_points": distance, "checks": checks, "multicore_share_ratio": mc_ratio,
-                           "killed": by_policy["backfill"]["killed"], "killed_greedy": by_policy["greedy"]["killed"]}
+        mc_ratio = (
+            by_policy["backfill"]["multicore_share"] / by_policy["clairvoyant"]["multicore_share"]
+        )
+        per[name][seed] = {
+            "vs_ref_points": distance,
+            "checks": checks,
+            "multicore_share_ratio": mc_ratio,
+            "killed": by_policy["backfill"]["killed"],
+            "killed_greedy": by_policy["greedy"]["killed"],
+        }
     if as_json:
         json.dump(per, sys.stdout, indent=2)
         print()
         return 0
-    print(f"backfill vs clairvoyant over seeds {seeds[0]}..{seeds[-1]} ({vms} VMs each), good utilisation in points")
-    print(f"{'workload':<20} {'mean':>6} {'worst':>6} {'within 2':>9} {'mc share/ref min':>17} "
-          f"{'all checks':>11}")
+    print(
+        f"backfill vs clairvoyant over seeds {seeds[0]}..{seeds[-1]} ({vms} VMs each), good utilisation in points"
+    )
+    print(
+        f"{'workload':<20} {'mean':>6} {'worst':>6} {'within 2':>9} {'mc share/ref min':>17} "
+        f"{'all checks':>11}"
+    )
     for name, by_seed in per.items():
         distances = [f["vs_ref_points"] for f in by_seed.values()]
         passed = sum(all(f["checks"]) for f in by_seed.values())
         within = sum(f["checks"][0] for f in by_seed.values())
         note = "   (stress)" if name in STRESS else ""
-        print(f"{name:<20} {statistics.fmean(distances):>+6.2f} {min(distances):>+6.2f} "
-              f"{within:>4}/{len(distances):<4} {min(f['multicore_share_ratio'] for f in by_seed.values()):>17.3f} "
-              f"{passed:>5}/{len(distances):<5}{note}")
+        print(
+            f"{name:<20} {statistics.fmean(distances):>+6.2f} {min(distances):>+6.2f} "
+            f"{within:>4}/{len(distances):<4} {min(f['multicore_share_ratio'] for f in by_seed.values()):>17.3f} "
+            f"{passed:>5}/{len(distances):<5}{note}"
+        )
         print(f"{'':<20} per seed: " + " ".join(f"{d:+.2f}" for d in distances))
     return 0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seed", type=int, default=12)
-    parser.add_argument("--seeds", type=seed_range, metavar="A-B",
-                        help="run the acceptance checks on every seed from A to B instead (backfill, clairvoyant "
-                             "and greedy only); prints each workload's mean and worst distance to the reference")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for --seeds")
-    parser.add_argument("--vms", type=int, default=40, help="VMs simulated per workload; figures are their means")
-    parser.add_argument("--bounds", action="store_true",
-                        help="also run the estimate workloads with knowledge no slot manager has (see above)")
+    parser.add_argument(
+        "--seeds",
+        type=seed_range,
+        metavar="A-B",
+        help="run the acceptance checks on every seed from A to B instead (backfill, clairvoyant "
+        "and greedy only); prints each workload's mean and worst distance to the reference",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="processes for --seeds"
+    )
+    parser.add_argument(
+        "--vms", type=int, default=40, help="VMs simulated per workload; figures are their means"
+    )
+    parser.add_argument(
+        "--bounds",
+        action="store_true",
+        help="also run the estimate workloads with knowledge no slot manager has (see above)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.vms < 1 or args.jobs < 1:
@@ -293,31 +378,49 @@ def main() -> int:
         json.dump(results, sys.stdout, indent=2)
         print()
         return 0
-    print(f"{'workload':<20} {'policy':<12} {'good util':>9} {'vs ref':>7} {'mc share':>9} "
-          f"{'mc wait p50/p95 (min)':>22} {'killed':>6}")
+    print(
+        f"{'workload':<20} {'policy':<12} {'good util':>9} {'vs ref':>7} {'mc share':>9} "
+        f"{'mc wait p50/p95 (min)':>22} {'killed':>6}"
+    )
     for name, by_policy in results.items():
         ref = by_policy["clairvoyant"]
         for policy, r in by_policy.items():
-            waits = (f"{r['multicore_wait_p50_min']:.0f}/{r['multicore_wait_p95_min']:.0f}"
-                     if r["multicore_wait_p50_min"] is not None else "-")
-            print(f"{name:<20} {policy:<12} {r['good_utilisation']:>9.1%} "
-                  f"{(r['good_utilisation'] - ref['good_utilisation']) * 100:>+6.1f}p {r['multicore_share']:>9.1%} "
-                  f"{waits:>22} {r['killed']:>6}")
-    print("\nacceptance (backfill): within 2 points of clairvoyant / >= 90 % of its multicore share / "
-          "fewer killed than greedy")
+            waits = (
+                f"{r['multicore_wait_p50_min']:.0f}/{r['multicore_wait_p95_min']:.0f}"
+                if r["multicore_wait_p50_min"] is not None
+                else "-"
+            )
+            print(
+                f"{name:<20} {policy:<12} {r['good_utilisation']:>9.1%} "
+                f"{(r['good_utilisation'] - ref['good_utilisation']) * 100:>+6.1f}p {r['multicore_share']:>9.1%} "
+                f"{waits:>22} {r['killed']:>6}"
+            )
+    print(
+        "\nacceptance (backfill): within 2 points of clairvoyant / >= 90 % of its multicore share / "
+        "fewer killed than greedy"
+    )
     for name, by_policy in results.items():
         if name in STRESS:
-            print("  stress workload, beyond the four the 2-point target is set for (per-payload noise that no "
-                  "learner sees):")
+            print(
+                "  stress workload, beyond the four the 2-point target is set for (per-payload noise that no "
+                "learner sees):"
+            )
         print(f"  {name:<20} " + " / ".join("yes" if c else "NO" for c in verdict(by_policy)[1:]))
     bounded = {name: by_policy for name, by_policy in results.items() if "both" in by_policy}
     if bounded:
-        print("\nbackfill with knowledge no slot manager has, vs clairvoyant (the gap left is policy, the rest "
-              "information):")
+        print(
+            "\nbackfill with knowledge no slot manager has, vs clairvoyant (the gap left is policy, the rest "
+            "information):"
+        )
         for name, by_policy in bounded.items():
             ref = by_policy["clairvoyant"]["good_utilisation"]
-            print(f"  {name:<20} " + ", ".join(f"{label} {(by_policy[label]['good_utilisation'] - ref) * 100:+.1f}p"
-                                              for label in ("backfill", "known-errors", "told-kills", "both")))
+            print(
+                f"  {name:<20} "
+                + ", ".join(
+                    f"{label} {(by_policy[label]['good_utilisation'] - ref) * 100:+.1f}p"
+                    for label in ("backfill", "known-errors", "told-kills", "both")
+                )
+            )
     return 0
 
 

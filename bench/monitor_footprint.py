@@ -51,7 +51,11 @@ class Manager(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"] or 0)) or b"{}")
         if self.path.endswith("/register"):
-            answer: Dict[str, Any] = {"vm_id": body["instance_id"], "token": "t", "heartbeat_period": None}
+            answer: Dict[str, Any] = {
+                "vm_id": body["instance_id"],
+                "token": "t",
+                "heartbeat_period": None,
+            }
         else:
             vm = self.path.split("/")[-2]
             Manager.beats[vm] = Manager.beats.get(vm, 0) + 1
@@ -80,29 +84,62 @@ def vm_root(base: str, name: str, manager: Dict[str, Any], period: float, check:
         workdir = os.path.join(root, "scratch", f"p{i}")
         os.makedirs(workdir)
         open(os.path.join(workdir, "stdout"), "w").close()
-        running.append({"id": f"p{i}", "pid": me.pid, "pgid": me.pid, "create_time": me.create_time(),
-                        "workdir": workdir, "started_at": time.time(), "cores": 1,
-                        "payload": {"kind": "pilot" if i < 2 else "payload"}})
-    state = {"version": 1, "pid": me.pid, "mode": "pool", "running": running, "total_cores": 8, "free_cores": 0,
-             "total_memory_mb": 16000, "free_memory_mb": 2000, "counts": {"done": 40, "failed": 2},
-             "last_started_at": time.time(), "vacuum_codes": []}
+        running.append(
+            {
+                "id": f"p{i}",
+                "pid": me.pid,
+                "pgid": me.pid,
+                "create_time": me.create_time(),
+                "workdir": workdir,
+                "started_at": time.time(),
+                "cores": 1,
+                "payload": {"kind": "pilot" if i < 2 else "payload"},
+            }
+        )
+    state = {
+        "version": 1,
+        "pid": me.pid,
+        "mode": "pool",
+        "running": running,
+        "total_cores": 8,
+        "free_cores": 0,
+        "total_memory_mb": 16000,
+        "free_memory_mb": 2000,
+        "counts": {"done": 40, "failed": 2},
+        "last_started_at": time.time(),
+        "vacuum_codes": [],
+    }
     os.makedirs(os.path.join(root, "var/lib/vmagent/pool"))
     with open(os.path.join(root, "var/lib/vmagent/pool/state.json"), "w") as fh:
         json.dump(state, fh)
     config = os.path.join(root, "vmagent.yaml")
     with open(config, "w") as fh:
-        yaml.safe_dump({"instance": {"id": name}, "paths": {"root": root},
-                        "manager": section,
-                        "monitor": {"halt_action": "exit", "fizzle_seconds": None, "period_seconds": period,
-                                    "check_seconds": check,
-                                    "endpoints": [{"name": "http"}, {"name": "vac"}, {"name": "log"}]}}, fh)
+        yaml.safe_dump(
+            {
+                "instance": {"id": name},
+                "paths": {"root": root},
+                "manager": section,
+                "monitor": {
+                    "halt_action": "exit",
+                    "fizzle_seconds": None,
+                    "period_seconds": period,
+                    "check_seconds": check,
+                    "endpoints": [{"name": "http"}, {"name": "vac"}, {"name": "log"}],
+                },
+            },
+            fh,
+        )
     return config
 
 
-def measure(argvs: Dict[str, List[str]], window: float, settle: float) -> Dict[str, Dict[str, float]]:
+def measure(
+    argvs: Dict[str, List[str]], window: float, settle: float
+) -> Dict[str, Dict[str, float]]:
     """Start every process, let them settle, then read CPU time and memory over the same window."""
-    procs = {name: subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for name, argv in argvs.items()}
+    procs = {
+        name: subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for name, argv in argvs.items()
+    }
     try:
         time.sleep(settle)
         handles = {name: psutil.Process(p.pid) for name, p in procs.items()}
@@ -113,12 +150,18 @@ def measure(argvs: Dict[str, List[str]], window: float, settle: float) -> Dict[s
         found = {}
         for name, handle in handles.items():
             if procs[name].poll() is not None:
-                raise SystemExit(f"{name} exited early: {procs[name].stderr.read().decode()[-2000:]}")
+                raise SystemExit(
+                    f"{name} exited early: {procs[name].stderr.read().decode()[-2000:]}"
+                )
             after, memory = handle.cpu_times(), handle.memory_full_info()
             cpu = (after.user - before[name].user) + (after.system - before[name].system)
-            found[name] = {"rss_mb": memory.rss / 2**20, "pss_mb": memory.pss / 2**20, "uss_mb": memory.uss / 2**20,
-                           "cpu_s": cpu,
-                           "cpu_percent": 100 * cpu / elapsed}
+            found[name] = {
+                "rss_mb": memory.rss / 2**20,
+                "pss_mb": memory.pss / 2**20,
+                "uss_mb": memory.uss / 2**20,
+                "cpu_s": cpu,
+                "cpu_percent": 100 * cpu / elapsed,
+            }
         return found
     finally:
         for proc in procs.values():
@@ -132,19 +175,30 @@ def start_manager(base: str, stub: bool) -> Dict[str, Any]:
         try:
             import fastapi  # noqa: F401 - only to know whether the reference manager can run here
         except ImportError:
-            print("reference manager not installed (vmagent[manager]): using the plain-HTTP stand-in")
+            print(
+                "reference manager not installed (vmagent[manager]): using the plain-HTTP stand-in"
+            )
             stub = True
     if stub:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Manager)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        return {"url": f"http://127.0.0.1:{server.server_address[1]}", "token": lambda: "enrol",
-                "stop": server.shutdown, "kind": "plain-HTTP stand-in"}
+        return {
+            "url": f"http://127.0.0.1:{server.server_address[1]}",
+            "token": lambda: "enrol",
+            "stop": server.shutdown,
+            "kind": "plain-HTTP stand-in",
+        }
     from vmagent.manager.testing import start_manager as start
 
     running = start(os.path.join(base, "manager"), tls=True)
     admin = running.client()
-    return {"url": running.url, "ca_file": running.ca_file, "stop": running.stop, "kind": "reference manager, TLS",
-            "token": lambda: admin.enrol()["enrolment_token"]}
+    return {
+        "url": running.url,
+        "ca_file": running.ca_file,
+        "stop": running.stop,
+        "kind": "reference manager, TLS",
+        "token": lambda: admin.enrol()["enrolment_token"],
+    }
 
 
 def heartbeats(base: str, name: str) -> int:
@@ -156,18 +210,28 @@ def heartbeats(base: str, name: str) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--window", type=float, default=130.0, help="seconds measured (default 130)")
-    parser.add_argument("--settle", type=float, default=5.0, help="seconds before measuring (start-up excluded)")
-    parser.add_argument("--stub", action="store_true", help="a plain-HTTP stand-in instead of the reference manager")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--window", type=float, default=130.0, help="seconds measured (default 130)"
+    )
+    parser.add_argument(
+        "--settle", type=float, default=5.0, help="seconds before measuring (start-up excluded)"
+    )
+    parser.add_argument(
+        "--stub", action="store_true", help="a plain-HTTP stand-in instead of the reference manager"
+    )
     args = parser.parse_args()
     me = [sys.executable, "-m", "vmagent", "-q", "-c"]
     with tempfile.TemporaryDirectory(prefix="vmagent-footprint-") as base:
         manager = start_manager(base, args.stub)
         try:
-            argvs = {"monitor": me + [vm_root(base, "monitor", manager, 60, 10), "monitor", "run"],
-                     "fast": me + [vm_root(base, "fast", manager, 1, 1), "monitor", "run"],
-                     "idle": [sys.executable, "-c", "import time; time.sleep(1e6)"]}
+            argvs = {
+                "monitor": me + [vm_root(base, "monitor", manager, 60, 10), "monitor", "run"],
+                "fast": me + [vm_root(base, "fast", manager, 1, 1), "monitor", "run"],
+                "idle": [sys.executable, "-c", "import time; time.sleep(1e6)"],
+            }
             found = measure(argvs, args.window, args.settle)
             beats = {name: heartbeats(base, name) for name in ("monitor", "fast")}
         finally:
@@ -178,24 +242,44 @@ def main() -> int:
 
 def report(found: Dict[str, Dict[str, float]], beats: Dict[str, int], args: Any, kind: str) -> None:
     idle, monitor, fast = found["idle"], found["monitor"], found["fast"]
-    print(f"endpoints http ({kind}), vac, log; window {args.window:g} s after {args.settle:g} s settling; "
-          f"heartbeats sent since start: monitor {beats['monitor']}, fast {beats['fast']}")
+    print(
+        f"endpoints http ({kind}), vac, log; window {args.window:g} s after {args.settle:g} s settling; "
+        f"heartbeats sent since start: monitor {beats['monitor']}, fast {beats['fast']}"
+    )
     for name in ("idle", "monitor", "fast"):
         row = found[name]
-        print(f"{name:8s} RSS {row['rss_mb']:6.1f} MiB  PSS {row['pss_mb']:6.1f} MiB  USS {row['uss_mb']:6.1f} MiB  "
-              f"CPU {row['cpu_s']:7.3f} s = {row['cpu_percent']:.4f} % of a core")
-    per_cycle = max(0.0, fast["cpu_s"] - idle["cpu_s"]) / args.window  # one heartbeat + one check per second
-    extrapolated = 100 * per_cycle * (1 / 60 + 1 / 10)  # upper bound: a full sample per check and per heartbeat
-    print(f"ratios   RSS {monitor['rss_mb'] / idle['rss_mb']:.2f} x, USS {monitor['uss_mb'] / idle['uss_mb']:.2f} x "
-          f"idle Python; CPU {monitor['cpu_s'] / max(idle['cpu_s'], 1e-3):.0f} x idle Python")
-    print(f"cost of one heartbeat+check cycle {1000 * per_cycle:.2f} ms CPU; at a 60 s period with 10 s checks "
-          f"that is at most {extrapolated:.4f} % of a core")
+        print(
+            f"{name:8s} RSS {row['rss_mb']:6.1f} MiB  PSS {row['pss_mb']:6.1f} MiB  USS {row['uss_mb']:6.1f} MiB  "
+            f"CPU {row['cpu_s']:7.3f} s = {row['cpu_percent']:.4f} % of a core"
+        )
+    per_cycle = (
+        max(0.0, fast["cpu_s"] - idle["cpu_s"]) / args.window
+    )  # one heartbeat + one check per second
+    extrapolated = (
+        100 * per_cycle * (1 / 60 + 1 / 10)
+    )  # upper bound: a full sample per check and per heartbeat
+    print(
+        f"ratios   RSS {monitor['rss_mb'] / idle['rss_mb']:.2f} x, USS {monitor['uss_mb'] / idle['uss_mb']:.2f} x "
+        f"idle Python; CPU {monitor['cpu_s'] / max(idle['cpu_s'], 1e-3):.0f} x idle Python"
+    )
+    print(
+        f"cost of one heartbeat+check cycle {1000 * per_cycle:.2f} ms CPU; at a 60 s period with 10 s checks "
+        f"that is at most {extrapolated:.4f} % of a core"
+    )
     mb = 1.048576  # MiB -> MB
-    for label, value in (("RSS", monitor["rss_mb"]), ("PSS", monitor["pss_mb"]), ("USS", monitor["uss_mb"])):
-        print(f"target   {label} {value * mb:.1f} MB < {TARGET_RSS_MB:g} MB: "
-              f"{'met' if value * mb < TARGET_RSS_MB else 'NOT met'}")
-    print(f"target   CPU {monitor['cpu_percent']:.4f} % < {TARGET_CPU_PERCENT:g} % of a core: "
-          f"{'met' if monitor['cpu_percent'] < TARGET_CPU_PERCENT else 'NOT met'}")
+    for label, value in (
+        ("RSS", monitor["rss_mb"]),
+        ("PSS", monitor["pss_mb"]),
+        ("USS", monitor["uss_mb"]),
+    ):
+        print(
+            f"target   {label} {value * mb:.1f} MB < {TARGET_RSS_MB:g} MB: "
+            f"{'met' if value * mb < TARGET_RSS_MB else 'NOT met'}"
+        )
+    print(
+        f"target   CPU {monitor['cpu_percent']:.4f} % < {TARGET_CPU_PERCENT:g} % of a core: "
+        f"{'met' if monitor['cpu_percent'] < TARGET_CPU_PERCENT else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,11 @@ def rows(schema: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, str, s
         kind = " or ".join(kind) if isinstance(kind, list) else kind
         if "enum" in sub:
             kind = " \\| ".join(json.dumps(v) for v in sub["enum"])
-        default = json.dumps(sub["default"]) if "default" in sub and sub["default"] not in ({}, []) else ""
+        default = (
+            json.dumps(sub["default"])
+            if "default" in sub and sub["default"] not in ({}, [])
+            else ""
+        )
         yield path, kind, default, sub.get("description", "").replace("|", "\\|")
         if sub.get("type") == "object" and "properties" in sub:
             yield from rows(sub, path)
@@ -35,22 +39,31 @@ def rows(schema: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, str, s
 
 def table(schema: Dict[str, Any], prefix: str = "") -> List[str]:
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    lines += [f"| `{p}` | {k} | {f'`{d}`' if d else ''} | {m} |" for p, k, d, m in rows(schema, prefix)]
+    lines += [
+        f"| `{p}` | {k} | {f'`{d}`' if d else ''} | {m} |" for p, k, d, m in rows(schema, prefix)
+    ]
     return lines
 
 
 def render() -> str:
     whole = config.schema()
-    out = ["# vmagent configuration reference", "",
-           "Generated from the schema by `python scripts/config_reference.py`; `vmagent config schema` prints",
-           "the schema itself. One YAML file, default `/etc/vmagent/vmagent.yaml` (`--config` or",
-           "`VMAGENT_CONFIG`). `vmagent check-config FILE` validates it; `vmagent config show` prints it with",
-           "defaults filled in.", ""]
+    out = [
+        "# vmagent configuration reference",
+        "",
+        "Generated from the schema by `python scripts/config_reference.py`; `vmagent config schema` prints",
+        "the schema itself. One YAML file, default `/etc/vmagent/vmagent.yaml` (`--config` or",
+        "`VMAGENT_CONFIG`). `vmagent check-config FILE` validates it; `vmagent config show` prints it with",
+        "defaults filled in.",
+        "",
+    ]
     for section, sub in whole["properties"].items():
         out += [f"## `{section}`", "", sub.get("description", ""), ""]
         if section == "pilot":
             commands = sub["properties"]["commands"]["items"]["oneOf"][1]
-            out += table({"properties": {k: v for k, v in sub["properties"].items() if k != "commands"}}, section)
+            out += table(
+                {"properties": {k: v for k, v in sub["properties"].items() if k != "commands"}},
+                section,
+            )
             out += ["", "Each entry of `pilot.commands` is a command name or a mapping:", ""]
             out += table(commands, "pilot.commands[]")
         else:
@@ -72,7 +85,9 @@ def main() -> int:
     if "--check" in sys.argv:
         current = TARGET.read_text() if TARGET.exists() else ""
         if current != text:
-            print(f"{TARGET} is out of date: run python scripts/config_reference.py", file=sys.stderr)
+            print(
+                f"{TARGET} is out of date: run python scripts/config_reference.py", file=sys.stderr
+            )
             return 1
         return 0
     TARGET.write_text(text)

@@ -36,6 +36,7 @@ echo "== pip install (Python $(.venv/bin/python -V 2>&1))"
 
 echo "== ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
 

@@ -13,8 +13,13 @@ from vmagent.errors import ConfigError
 
 
 def check_config(path, *extra):
-    return subprocess.run([sys.executable, "-m", "vmagent", "check-config", *extra, str(path)],
-                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    return subprocess.run(
+        [sys.executable, "-m", "vmagent", "check-config", *extra, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
 
 
 def refused(path, *extra):
@@ -33,11 +38,14 @@ def test_non_utf8_bytes_are_named_with_their_offset(tmp_path):
     assert f"{bad}: line 2: not UTF-8 text (byte 0xe9 at offset 34)" in err, err
 
 
-@pytest.mark.parametrize("text", [
-    "a: " + "[" * 5000 + "]" * 5000 + "\n",
-    "a: " + "{x: " * 5000 + "1" + "}" * 5000 + "\n",
-    "".join(f"{' ' * i}k{i}:\n" for i in range(300)),
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: " + "[" * 5000 + "]" * 5000 + "\n",
+        "a: " + "{x: " * 5000 + "1" + "}" * 5000 + "\n",
+        "".join(f"{' ' * i}k{i}:\n" for i in range(300)),
+    ],
+)
 def test_deep_nesting_is_refused(tmp_path, text):
     """Flow sequences, flow mappings and block mappings nested deeper than the limit give a clear error."""
     deep = tmp_path / "deep.yaml"
@@ -77,7 +85,9 @@ def test_duplicate_top_level_key_and_merge_keys():
     with pytest.raises(ConfigError) as caught:
         config.parse("slots: {cores: 1}\nslots: {cores: 2}\n", "c.yaml")
     assert caught.value.problems == [("line 2", "duplicate key 'slots' in mapping at (top)")]
-    doc = config.yaml_document("base: &b {cores: 1, poll_seconds: 3}\nslots: {<<: *b, cores: 2}\n", "c.yaml")
+    doc = config.yaml_document(
+        "base: &b {cores: 1, poll_seconds: 3}\nslots: {<<: *b, cores: 2}\n", "c.yaml"
+    )
     assert doc["slots"] == {"cores": 2, "poll_seconds": 3}
 
 
@@ -99,9 +109,15 @@ def test_every_config_reader_gives_exit_2_on_a_bad_file(tmp_path):
     bad = tmp_path / "dup.yaml"
     bad.write_text("slots: {}\nslots: {}\n")
     assert f"{bad}: line 2: duplicate key 'slots'" in refused(bad, "--plugins")
-    done = subprocess.run([sys.executable, "-m", "vmagent", "-c", str(bad), "config", "show"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and f"{bad}: line 2: duplicate key 'slots'" in done.stderr, done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "vmagent", "-c", str(bad), "config", "show"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and f"{bad}: line 2: duplicate key 'slots'" in done.stderr, (
+        done.stderr
+    )
 
 
 def test_load_checked_refuses_what_check_config_refuses(tmp_path):

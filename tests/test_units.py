@@ -11,7 +11,11 @@ import pytest
 
 UNITS = Path(__file__).resolve().parents[1] / "vmagent/monitor/units"
 # the exposure each unit may have at most; 9.6 UNSAFE for all three before they were sandboxed
-LIMITS = {"vmagent-monitor.service": 3.0, "vmagent-slots.service": 6.5, "vmagent-pilot.service": 8.0}
+LIMITS = {
+    "vmagent-monitor.service": 3.0,
+    "vmagent-slots.service": 6.5,
+    "vmagent-pilot.service": 8.0,
+}
 
 
 def exposure(unit: Path) -> float:
@@ -19,8 +23,12 @@ def exposure(unit: Path) -> float:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
-    done = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(unit)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if "--offline" in done.stderr:
         pytest.skip(f"this systemd-analyze has no --offline: {done.stderr.strip()}")
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d)", done.stdout)
@@ -63,8 +71,15 @@ def test_monitor_keeps_what_halting_needs():
 def test_slot_manager_keeps_what_payloads_need():
     """The slot manager can still make payload groups and change user; payloads keep /tmp, namespaces, setuid."""
     settings = service("vmagent-slots.service")
-    for absent in ("ProtectControlGroups", "PrivateTmp", "NoNewPrivileges", "RestrictNamespaces",
-                   "PrivateDevices", "ProtectHome", "ProtectClock"):
+    for absent in (
+        "ProtectControlGroups",
+        "PrivateTmp",
+        "NoNewPrivileges",
+        "RestrictNamespaces",
+        "PrivateDevices",
+        "ProtectHome",
+        "ProtectClock",
+    ):
         assert absent not in settings, absent
     assert settings["ProtectSystem"] == "full" and settings["Delegate"] == "memory"
     denied = settings["CapabilityBoundingSet"].replace("~", "").split()
@@ -74,8 +89,16 @@ def test_slot_manager_keeps_what_payloads_need():
 def test_pilot_keeps_what_preparing_the_node_needs():
     """The pipeline can still install, load modules, make filesystems, mount and add swap."""
     settings = service("vmagent-pilot.service")
-    for absent in ("ProtectSystem", "ProtectKernelModules", "PrivateDevices", "NoNewPrivileges",
-                   "RestrictSUIDSGID", "ProtectClock", "PrivateTmp"):
+    for absent in (
+        "ProtectSystem",
+        "ProtectKernelModules",
+        "PrivateDevices",
+        "NoNewPrivileges",
+        "RestrictSUIDSGID",
+        "ProtectClock",
+        "PrivateTmp",
+    ):
         assert absent not in settings, absent
-    assert "@swap" not in settings["SystemCallFilter"] and "@mount" not in settings["SystemCallFilter"]
-
+    assert (
+        "@swap" not in settings["SystemCallFilter"] and "@mount" not in settings["SystemCallFilter"]
+    )

@@ -47,8 +47,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per log line, for shipping logs off a VM before it disappears."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": round(record.created, 3), "level": record.levelname.lower(),
-                 "logger": record.name, "message": record.getMessage()}
+        entry = {
+            "time": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -60,7 +64,9 @@ def setup_logging(verbosity: int, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+        formatter = logging.Formatter(
+            "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ"
+        )
         formatter.converter = time.gmtime
         handler.setFormatter(formatter)
     root = logging.getLogger("vmagent")
@@ -71,13 +77,22 @@ def setup_logging(verbosity: int, fmt: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vmagent", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="vmagent",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"vmagent {__version__}")
-    parser.add_argument("-c", "--config", metavar="FILE",
-                        help="configuration file (default: $VMAGENT_CONFIG or /etc/vmagent/vmagent.yaml)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="configuration file (default: $VMAGENT_CONFIG or /etc/vmagent/vmagent.yaml)",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail in the log")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log line format"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         try:

@@ -33,15 +33,22 @@ SECTIONS = {"mjf": "vmagent.mjf", "slots": "vmagent.pool_ce", "monitor": "vmagen
 COMMAND_KEYS = ("timeout", "retries", "backoff", "on_failure", "once_per_instance")
 MAX_DEPTH = 64  # a configuration needs about 6; PyYAML's composer recurses twice per level
 MAX_NODES = 100_000  # values after expanding aliases: a "billion laughs" file stops here
-COMMAND_DEFAULTS = {"timeout": 600.0, "retries": 0, "backoff": 5.0, "on_failure": "abort",
-                    "once_per_instance": False}
+COMMAND_DEFAULTS = {
+    "timeout": 600.0,
+    "retries": 0,
+    "backoff": 5.0,
+    "on_failure": "abort",
+    "once_per_instance": False,
+}
 
 
 def schema() -> Dict[str, Any]:
     """The whole configuration schema, sections included."""
     whole = json.loads(resources.files("vmagent").joinpath("schema.json").read_text())
     for section, package in SECTIONS.items():
-        whole["properties"][section] = json.loads(resources.files(package).joinpath("schema.json").read_text())
+        whole["properties"][section] = json.loads(
+            resources.files(package).joinpath("schema.json").read_text()
+        )
     return whole
 
 
@@ -120,7 +127,9 @@ def load_checked(path: str) -> Config:
     return Config(path, freeze(doc), ())
 
 
-def parse(text: str, source: str = "<string>", *, overrides: Optional[Mapping[str, Any]] = None) -> Config:
+def parse(
+    text: str, source: str = "<string>", *, overrides: Optional[Mapping[str, Any]] = None
+) -> Config:
     """Validate YAML ``text`` (reported as ``source``) and return the frozen configuration."""
     doc = _document(text, source)
     for key, value in (overrides or {}).items():
@@ -133,7 +142,9 @@ def _document(text: str, source: str) -> Dict[str, Any]:
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
-        raise ConfigError(source, [("", f"must be a mapping of sections, not {type(doc).__name__}")])
+        raise ConfigError(
+            source, [("", f"must be a mapping of sections, not {type(doc).__name__}")]
+        )
     return doc
 
 
@@ -164,7 +175,9 @@ def yaml_document(text: str, source: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(source, [("", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}")]) from None
+        raise ConfigError(
+            source, [("", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}")]
+        ) from None
     except RecursionError:  # a limit above missed a way to nest: still no traceback
         raise ConfigError(source, [("", f"nested deeper than {MAX_DEPTH} levels")]) from None
 
@@ -229,9 +242,13 @@ def _check_expansion(root: yaml.Node) -> None:
             ancestors.discard(node)
             sizes[node] = 1 + sum(sizes[child] for child in children)
             if sizes[node] > MAX_NODES:
-                raise _Refused(node.start_mark, f"expands to more than {MAX_NODES} values through aliases")
+                raise _Refused(
+                    node.start_mark, f"expands to more than {MAX_NODES} values through aliases"
+                )
         elif node in ancestors:
-            raise _Refused(node.start_mark, "an alias refers to itself (a value that contains itself)")
+            raise _Refused(
+                node.start_mark, "an alias refers to itself (a value that contains itself)"
+            )
         elif node not in sizes:
             ancestors.add(node)
             stack.append((node, True))
@@ -263,7 +280,9 @@ def _validated(doc: Dict[str, Any], source: str) -> Config:
     return Config(source, freeze(doc), commands)
 
 
-def validation_problems(schema_: Mapping[str, Any], doc: Any, prefix: str = "") -> List[Tuple[str, str]]:
+def validation_problems(
+    schema_: Mapping[str, Any], doc: Any, prefix: str = ""
+) -> List[Tuple[str, str]]:
     """``(dotted.path, message)`` for everything in ``doc`` that ``schema_`` rejects."""
     import jsonschema
 
@@ -300,9 +319,17 @@ def _explain(error: jsonschema.ValidationError, prefix: str) -> List[Tuple[str, 
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
-        return [(_join(path, k), f"unknown key; allowed: {', '.join(allowed) or '(none)'}") for k in extra]
+        return [
+            (_join(path, k), f"unknown key; allowed: {', '.join(allowed) or '(none)'}")
+            for k in extra
+        ]
     if error.validator == "enum":
-        return [(path, f"{error.instance!r} is not allowed; use one of: {', '.join(map(str, error.validator_value))}")]
+        return [
+            (
+                path,
+                f"{error.instance!r} is not allowed; use one of: {', '.join(map(str, error.validator_value))}",
+            )
+        ]
     return [(path, error.message)]
 
 
@@ -341,8 +368,11 @@ def _commands(doc: Dict[str, Any]) -> Tuple[Tuple[CommandSpec, ...], List[Tuple[
     for i, entry in enumerate(entries):
         if isinstance(entry, str):
             entry = entries[i] = {"name": entry, "options": {}}
-        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
-                and isinstance(entry.setdefault("options", {}), dict)):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("name"), str)
+            and isinstance(entry.setdefault("options", {}), dict)
+        ):
             continue  # its shape is already reported by the schema
         where = f"pilot.commands.{i}"
         try:
@@ -351,7 +381,9 @@ def _commands(doc: Dict[str, Any]) -> Tuple[Tuple[CommandSpec, ...], List[Tuple[
             problems.append((f"{where}.name", exc.message))
             continue
         options = entry["options"]
-        options_schema = getattr(command, "options_schema", {"type": "object", "additionalProperties": False})
+        options_schema = getattr(
+            command, "options_schema", {"type": "object", "additionalProperties": False}
+        )
         found = validation_problems(options_schema, options, f"{where}.options")
         if found:
             problems.extend(found)
@@ -360,12 +392,20 @@ def _commands(doc: Dict[str, Any]) -> Tuple[Tuple[CommandSpec, ...], List[Tuple[
         settings: Dict[str, Any] = dict(COMMAND_DEFAULTS)
         settings.update(getattr(command, "defaults", {}))
         settings.update({k: entry[k] for k in COMMAND_KEYS if k in entry})
-        specs.append(CommandSpec(
-            name=entry["name"], options=freeze(options), timeout=float(settings["timeout"]),
-            retries=int(settings["retries"]), backoff=float(settings["backoff"]),
-            on_failure=settings["on_failure"], once_per_instance=bool(settings["once_per_instance"]),
-            env=freeze(entry.get("env", {})), index=i, skip=entry.get("skip"),
-        ))
+        specs.append(
+            CommandSpec(
+                name=entry["name"],
+                options=freeze(options),
+                timeout=float(settings["timeout"]),
+                retries=int(settings["retries"]),
+                backoff=float(settings["backoff"]),
+                on_failure=settings["on_failure"],
+                once_per_instance=bool(settings["once_per_instance"]),
+                env=freeze(entry.get("env", {})),
+                index=i,
+                skip=entry.get("skip"),
+            )
+        )
     return tuple(specs), problems
 
 

@@ -14,18 +14,29 @@ from . import config, plugins
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     check = subparsers.add_parser(
-        "check-config", help="validate a configuration file",
+        "check-config",
+        help="validate a configuration file",
         description="Validate FILE against vmagent's schema, including every pilot command's options. "
-                    "Prints one 'FILE: dotted.path: message' line per problem and exits 2 if any.")
-    check.add_argument("file", nargs="?", help="file to check (default: --config, $VMAGENT_CONFIG or /etc)")
-    check.add_argument("--plugins", action="store_true",
-                       help="also resolve the monitor's and the slots' plugins (endpoints, halt action, payload "
-                            "source, masonry policy) and print them as one JSON line")
+        "Prints one 'FILE: dotted.path: message' line per problem and exits 2 if any.",
+    )
+    check.add_argument(
+        "file", nargs="?", help="file to check (default: --config, $VMAGENT_CONFIG or /etc)"
+    )
+    check.add_argument(
+        "--plugins",
+        action="store_true",
+        help="also resolve the monitor's and the slots' plugins (endpoints, halt action, payload "
+        "source, masonry policy) and print them as one JSON line",
+    )
     check.set_defaults(func=_check)
 
-    cfg = subparsers.add_parser("config", help="print the configuration schema or the effective configuration")
+    cfg = subparsers.add_parser(
+        "config", help="print the configuration schema or the effective configuration"
+    )
     sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    sub.add_parser("schema", help="print the JSON Schema of the configuration file").set_defaults(func=_schema)
+    sub.add_parser("schema", help="print the JSON Schema of the configuration file").set_defaults(
+        func=_schema
+    )
     show = sub.add_parser("show", help="print the effective configuration, defaults filled in")
     show.add_argument("--format", choices=("yaml", "json"), default="yaml")
     show.set_defaults(func=_show)
@@ -44,9 +55,11 @@ def configured_plugins(loaded: config.Config) -> List[plugins.Plugin]:
     """The plugins the monitor and the slot manager will load, each resolved (and importable)."""
     monitor, slots = loaded.section("monitor"), loaded.section("slots")
     wanted = [(plugins.GROUPS["endpoints"], e["name"]) for e in monitor["endpoints"]]
-    wanted += [(plugins.GROUPS["halt_actions"], monitor["halt_action"]),
-               (plugins.GROUPS["payload_sources"], slots["source"]),
-               (plugins.GROUPS["masonry_policies"], slots["policy"])]
+    wanted += [
+        (plugins.GROUPS["halt_actions"], monitor["halt_action"]),
+        (plugins.GROUPS["payload_sources"], slots["source"]),
+        (plugins.GROUPS["masonry_policies"], slots["policy"]),
+    ]
     found = []
     for group, name in dict.fromkeys(wanted):
         plugin = plugins.resolve(group, name)

@@ -76,7 +76,9 @@ class ProcessFailed(CommandFailed):
 
     code = "process-failed"
 
-    def __init__(self, argv: Sequence[str], returncode: int, stderr_tail: str, *, hint: Optional[str] = None):
+    def __init__(
+        self, argv: Sequence[str], returncode: int, stderr_tail: str, *, hint: Optional[str] = None
+    ):
         self.argv = list(argv)
         self.returncode = returncode
         self.stderr_tail = stderr_tail

@@ -61,7 +61,9 @@ def installed(group: str) -> Dict[str, List[Plugin]]:
             if key in seen:  # the same distribution seen twice on sys.path
                 continue
             seen.add(key)
-            found.setdefault(ep.name, []).append(Plugin(group, ep.name, ep.value, dist_name, dist.version))
+            found.setdefault(ep.name, []).append(
+                Plugin(group, ep.name, ep.value, dist_name, dist.version)
+            )
     return dict(sorted(found.items()))
 
 
@@ -82,8 +84,9 @@ def resolve(group: str, name: str) -> Plugin:
         )
     if len(candidates) > 1:
         owners = ", ".join(f"{p.distribution} ({p.value})" for p in candidates)
-        raise PluginError(f"plugin {name!r} in {group} is provided twice: {owners}",
-                          hint="uninstall one of them")
+        raise PluginError(
+            f"plugin {name!r} in {group} is provided twice: {owners}", hint="uninstall one of them"
+        )
     return candidates[0]
 
 

@@ -109,7 +109,9 @@ def run(
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None and not stream.closed:
                 stream.close()
-    done = Completed(tuple(argv), proc.returncode, stdout or "", stderr or "", time.monotonic() - started)
+    done = Completed(
+        tuple(argv), proc.returncode, stdout or "", stderr or "", time.monotonic() - started
+    )
     if check and done.returncode != 0:
         raise ProcessFailed(argv, done.returncode, tail(done.stderr))
     return done

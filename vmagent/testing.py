@@ -48,8 +48,15 @@ def _document(root: str, commands: Optional[List[Any]], sections: Dict[str, Any]
     return doc
 
 
-def run_command(command: Any, config: Config, options: Optional[Dict[str, Any]] = None,
-                facts: Optional[Dict[str, Any]] = None, *, dry_run: bool = False, clock: Any = None) -> Any:
+def run_command(
+    command: Any,
+    config: Config,
+    options: Optional[Dict[str, Any]] = None,
+    facts: Optional[Dict[str, Any]] = None,
+    *,
+    dry_run: bool = False,
+    clock: Any = None,
+) -> Any:
     """Run one pilot command as the runner would: options validated and defaulted, a fresh context.
 
     Returns ``(result, actions)``; ``actions.entries`` lists every external effect in order.
@@ -66,8 +73,16 @@ def run_command(command: Any, config: Config, options: Optional[Dict[str, Any]] 
     apply_defaults(schema, options)
     actions = Actions(dry_run)
     clock = clock or FakeClock()
-    ctx = Context(config=config, instance_id="i-test", options=freeze(options), facts=freeze(facts or {}),
-                  env=freeze({}), clock=clock, deadline=clock.monotonic() + 3600, actions=actions,
-                  step=command.name)
+    ctx = Context(
+        config=config,
+        instance_id="i-test",
+        options=freeze(options),
+        facts=freeze(facts or {}),
+        env=freeze({}),
+        clock=clock,
+        deadline=clock.monotonic() + 3600,
+        actions=actions,
+        step=command.name,
+    )
     result = command.run(ctx)
     return (result if isinstance(result, Result) else Result(facts=dict(result or {}))), actions

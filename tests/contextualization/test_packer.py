@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 PACKER_DIR = Path(__file__).resolve().parents[2] / "images/packer"
-pytestmark = pytest.mark.skipif(shutil.which("packer") is None,
-                                reason="packer is not installed (apt-get install packer)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("packer") is None, reason="packer is not installed (apt-get install packer)"
+)
 ENV = {**os.environ, "CHECKPOINT_DISABLE": "1"}
 VARS = ["-var", "aws_source_ami=ami-0123456789abcdef0"]
 
@@ -25,7 +26,9 @@ def copy_without_plugins(tmp_path):
 
 def test_templates_are_formatted():
     """'packer fmt -check' finds nothing to change."""
-    done = subprocess.run(["packer", "fmt", "-check", str(PACKER_DIR)], capture_output=True, text=True, env=ENV)
+    done = subprocess.run(
+        ["packer", "fmt", "-check", str(PACKER_DIR)], capture_output=True, text=True, env=ENV
+    )
     assert done.returncode == 0, done.stdout
 
 
@@ -36,16 +39,34 @@ def test_templates_validate(tmp_path):
     checked for syntax only here.
     """
     where = copy_without_plugins(tmp_path)
-    done = subprocess.run(["packer", "validate", "-only=qemu.vmagent,amazon-ebs.vmagent", *VARS, "."], cwd=where,
-                          capture_output=True, text=True, env=ENV, timeout=120)
+    done = subprocess.run(
+        ["packer", "validate", "-only=qemu.vmagent,amazon-ebs.vmagent", *VARS, "."],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    syntax = subprocess.run(["packer", "validate", "-syntax-only", "."], cwd=where, capture_output=True, text=True,
-                            env=ENV, timeout=120)
+    syntax = subprocess.run(
+        ["packer", "validate", "-syntax-only", "."],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert syntax.returncode == 0, syntax.stdout + syntax.stderr
 
 
 def test_unknown_os_is_refused(tmp_path):
     """The os variable's validation names what is allowed."""
-    done = subprocess.run(["packer", "validate", "-only=qemu.vmagent", "-var", "os=el7", "."],
-                          cwd=copy_without_plugins(tmp_path), capture_output=True, text=True, env=ENV, timeout=120)
+    done = subprocess.run(
+        ["packer", "validate", "-only=qemu.vmagent", "-var", "os=el7", "."],
+        cwd=copy_without_plugins(tmp_path),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert done.returncode != 0 and "must be one of el8, el9" in done.stdout + done.stderr

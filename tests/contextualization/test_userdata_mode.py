@@ -13,9 +13,23 @@ SITE = REPO / "examples/sites/cern-openstack.yaml"
 
 
 def render_to(out: Path, token: Path) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-c", "import os, sys; os.umask(0); from vmagent.cli import main; sys.exit(main())",
-            "userdata", "render", "--site", str(SITE), "--image", "el9-large", "--format", "cloud-config",
-            "--token-file", str(token), "-o", str(out)]
+    argv = [
+        sys.executable,
+        "-c",
+        "import os, sys; os.umask(0); from vmagent.cli import main; sys.exit(main())",
+        "userdata",
+        "render",
+        "--site",
+        str(SITE),
+        "--image",
+        "el9-large",
+        "--format",
+        "cloud-config",
+        "--token-file",
+        str(token),
+        "-o",
+        str(out),
+    ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
 
@@ -49,6 +63,10 @@ def test_existing_readable_file_is_replaced_not_rewritten(tmp_path):
 
 def test_help_says_the_file_is_private():
     """--help of 'userdata render' tells that -o writes a mode 0600 file."""
-    done = subprocess.run([sys.executable, "-m", "vmagent", "userdata", "render", "--help"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "vmagent", "userdata", "render", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and "0600" in done.stdout, done.stdout

@@ -20,11 +20,32 @@ def test_demo_summary_matches_manager_records(tmp_path):
     try:
         summary_file = tmp_path / "summary.json"
         done = subprocess.run(
-            [sys.executable, "-m", "vmagent", "demo", "--cores", "2", "--payloads", "6", "--seconds", "1",
-             "--workdir", str(tmp_path / "demo"), "--manager-url", manager.url,
-             "--admin-token", str(tmp_path / "manager/admin.token"), "--ca", str(tmp_path / "manager/ca.pem"),
-             "--json", str(summary_file)],
-            capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "vmagent",
+                "demo",
+                "--cores",
+                "2",
+                "--payloads",
+                "6",
+                "--seconds",
+                "1",
+                "--workdir",
+                str(tmp_path / "demo"),
+                "--manager-url",
+                manager.url,
+                "--admin-token",
+                str(tmp_path / "manager/admin.token"),
+                "--ca",
+                str(tmp_path / "manager/ca.pem"),
+                "--json",
+                str(summary_file),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert "summary (from the manager's records)" in done.stdout
         summary = json.loads(summary_file.read_text())

@@ -40,11 +40,19 @@ def build(log, suite: str = "bookworm") -> Dict[str, Path]:
     env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"}
     env["DEBIAN_FRONTEND"] = "noninteractive"
     mirror = _mirror()
-    run(["debootstrap", "--variant=minbase", f"--include={INCLUDE}", suite, str(rootfs), mirror],
-        stdout=log, stderr=log, env=env)
+    run(
+        ["debootstrap", "--variant=minbase", f"--include={INCLUDE}", suite, str(rootfs), mirror],
+        stdout=log,
+        stderr=log,
+        env=env,
+    )
     (rootfs / "etc/kernel/postinst.d").mkdir(parents=True, exist_ok=True)
-    run(["chroot", str(rootfs), "apt-get", "install", "-y", "--no-install-recommends", *PACKAGES],
-        stdout=log, stderr=log, env=env)
+    run(
+        ["chroot", str(rootfs), "apt-get", "install", "-y", "--no-install-recommends", *PACKAGES],
+        stdout=log,
+        stderr=log,
+        env=env,
+    )
     (rootfs / "etc/systemd/network/80-dhcp.network").write_text(NETWORK)
     (rootfs / "etc/cloud/cloud.cfg.d/99-vmagent-e2e.cfg").write_text(CLOUD_CFG)
     (rootfs / "etc/fstab").write_text("LABEL=rootfs / ext4 defaults 0 1\n")
@@ -60,7 +68,11 @@ def build(log, suite: str = "bookworm") -> Dict[str, Path]:
     shutil.copy(kernel, work / "vmlinuz")
     shutil.copy(initrd, work / "initrd.img")
     shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
-    run(["mkfs.ext4", "-q", "-L", "rootfs", "-d", str(rootfs), str(work / "root.img"), "3G"], stdout=log, stderr=log)
+    run(
+        ["mkfs.ext4", "-q", "-L", "rootfs", "-d", str(rootfs), str(work / "root.img"), "3G"],
+        stdout=log,
+        stderr=log,
+    )
     shutil.rmtree(rootfs)
     shutil.rmtree(target, ignore_errors=True)
     work.rename(target)

@@ -23,7 +23,9 @@ class ExternalPostgres:
         import psycopg
 
         name = "t_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(self.base.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        with psycopg.connect(
+            self.base.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.base.rsplit("/", 1)[0] + "/" + name
 
@@ -42,19 +44,29 @@ def postgres() -> Iterator[Any]:
     cluster.stop()
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def db_kind(request: pytest.FixtureRequest) -> str:
     """The database behind the module's manager: SQLite, then PostgreSQL."""
     return str(request.param)
 
 
 @pytest.fixture(scope="module")
-def start(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+def start(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Any]]:
     """Start managers (stopped at the end of the module): ``start(db_kind, *extra_args)``."""
     started = []
 
-    def starter(kind: str = "sqlite", *extra: str, workers: int = 1, tls: bool = True,
-                state_dir: Any = None, db: Any = None) -> testing.RunningManager:
+    def starter(
+        kind: str = "sqlite",
+        *extra: str,
+        workers: int = 1,
+        tls: bool = True,
+        state_dir: Any = None,
+        db: Any = None,
+    ) -> testing.RunningManager:
         if db is None and kind == "postgres":
             db = request.getfixturevalue("postgres").create_database()
         directory = str(state_dir or tmp_path_factory.mktemp("manager"))

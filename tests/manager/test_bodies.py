@@ -8,13 +8,33 @@ from hypothesis import strategies as st
 
 from vmagent.manager import bodies
 
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=False, width=32),
-                    st.sampled_from(["", "running", "booting", "i-1", "x" * 200, "bad id!"]))
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.sampled_from(
-                                                           ["running", "ids", "free_cores", "outcome", "x"]),
-                                                           inner, max_size=3)), max_leaves=8)
-NAMES = ["heartbeat", "payload", "result", "instruction_request", "claim", "register", "halting", "enrolment"]
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=False, width=32),
+    st.sampled_from(["", "running", "booting", "i-1", "x" * 200, "bad id!"]),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(
+            st.sampled_from(["running", "ids", "free_cores", "outcome", "x"]), inner, max_size=3
+        ),
+    ),
+    max_leaves=8,
+)
+NAMES = [
+    "heartbeat",
+    "payload",
+    "result",
+    "instruction_request",
+    "claim",
+    "register",
+    "halting",
+    "enrolment",
+]
 
 
 def _documents(name):
@@ -22,7 +42,9 @@ def _documents(name):
     return st.dictionaries(st.sampled_from(keys), VALUES, max_size=len(keys))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
 @given(data=st.data())
 def test_fast_check_agrees_with_jsonschema(data):
     """For random documents of every body, the compiled check accepts exactly what jsonschema accepts."""
@@ -34,9 +56,14 @@ def test_fast_check_agrees_with_jsonschema(data):
 
 def test_booleans_are_not_integers_and_problems_name_the_key():
     """``true`` for an integer is refused, and the explanation names the body and the key."""
-    found = bodies.problems("heartbeat", {"instance_id": "i", "seq": True, "time": 1, "status": "running"})
+    found = bodies.problems(
+        "heartbeat", {"instance_id": "i", "seq": True, "time": 1, "status": "running"}
+    )
     assert found == [("seq", "True is not of type 'integer'")]
-    assert bodies.explain("heartbeat", found) == "invalid heartbeat: seq: True is not of type 'integer'"
+    assert (
+        bodies.explain("heartbeat", found)
+        == "invalid heartbeat: seq: True is not of type 'integer'"
+    )
 
 
 def test_shutdown_at_instruction_requires_its_time():

@@ -43,15 +43,21 @@ def test_https_handshake_verifies_with_the_ca(start, tmp_path):
     manager = start("sqlite")
     context = ssl.create_default_context(cafile=manager.ca_file)
     port = int(manager.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port)) as raw, context.wrap_socket(raw,
-                                                                                  server_hostname="127.0.0.1") as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port)) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
 
 
 def test_serve_without_init_exits_2_with_a_hint(tmp_path):
     """Serving a directory that was never initialised fails with exit 2 and says what to run."""
-    done = subprocess.run(CLI + ["serve", "--state-dir", str(tmp_path), "--port", "0"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        CLI + ["serve", "--state-dir", str(tmp_path), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "admin.token" in done.stderr and "vmagent manager init" in done.stderr
 
@@ -63,29 +69,51 @@ def test_serve_on_a_busy_port_exits_2(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        done = subprocess.run(CLI + ["serve", "--state-dir", str(tmp_path), "--port", str(port)],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            CLI + ["serve", "--state-dir", str(tmp_path), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert done.returncode == 2 and f"127.0.0.1:{port}" in done.stderr
 
 
-@pytest.mark.parametrize(("db", "words"), [
-    ("mysql+nosuchdriver://x/y", "not a usable database URL"),
-    ("postgresql://nobody@127.0.0.1:{port}/none", "cannot open the database"),
-])
+@pytest.mark.parametrize(
+    ("db", "words"),
+    [
+        ("mysql+nosuchdriver://x/y", "not a usable database URL"),
+        ("postgresql://nobody@127.0.0.1:{port}/none", "cannot open the database"),
+    ],
+)
 def test_serve_with_an_unusable_database_exits_2(tmp_path, db, words):
     """A database URL that cannot be used is reported with exit 2 before anything listens."""
     from vmagent.manager.testing import free_port
 
     pki.init(str(tmp_path))
-    done = subprocess.run(CLI + ["serve", "--state-dir", str(tmp_path), "--port", "0", "--db",
-                                 db.format(port=free_port())], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        CLI
+        + [
+            "serve",
+            "--state-dir",
+            str(tmp_path),
+            "--port",
+            "0",
+            "--db",
+            db.format(port=free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and words in done.stderr, done.stderr
     assert not (tmp_path / "url").exists()
 
 
 def test_operator_command_without_manager_exits_2(tmp_path):
     """``vmagent manager vms`` with no url file says where it looked."""
-    done = subprocess.run(CLI + ["vms", "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        CLI + ["vms", "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and str(tmp_path / "url") in done.stderr
 
 

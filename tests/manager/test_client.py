@@ -23,12 +23,18 @@ def _install(root, manager, token):
     with open(os.path.join(etc, "enrol.token"), "w") as fh:
         fh.write(token + "\n")
     shutil.copy(manager.ca_file, os.path.join(etc, "ca.pem"))
-    return {"url": manager.url, "ca_file": "/etc/vmagent/ca.pem", "token_file": "/etc/vmagent/enrol.token"}
+    return {
+        "url": manager.url,
+        "ca_file": "/etc/vmagent/ca.pem",
+        "token_file": "/etc/vmagent/enrol.token",
+    }
 
 
 def _config(root, manager, token):
     section = _install(str(root), manager, token)
-    return make_config(str(root), instance={"id": "i-cred-test", "ce": "ce-x", "image": "img-x"}, manager=section)
+    return make_config(
+        str(root), instance={"id": "i-cred-test", "ce": "ce-x", "image": "img-x"}, manager=section
+    )
 
 
 def _credentials(args):
@@ -48,8 +54,9 @@ def test_vm_credentials_registers_once_and_stores_mode_0600(manager, tmp_path):
     row = manager.client().vm(first[0])
     assert (row["instance_id"], row["ce"]) == ("i-cred-test", "ce-x")
     # from_config now carries the VM's own token.
-    answer = ManagerClient.from_config(config).heartbeat(first[0], {"instance_id": "i-cred-test", "seq": 1,
-                                                                    "time": 1.0, "status": "booting"})
+    answer = ManagerClient.from_config(config).heartbeat(
+        first[0], {"instance_id": "i-cred-test", "seq": 1, "time": 1.0, "status": "booting"}
+    )
     assert answer["instructions"] == []
 
 

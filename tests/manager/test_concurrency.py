@@ -17,8 +17,11 @@ def test_concurrent_claims_lease_each_payload_once(start, db_kind, workers):
     """Eight VMs racing for forty payloads lease every one exactly once."""
     manager = start(db_kind, workers=workers)
     vo = "race-" + uuid.uuid4().hex[:6]
-    manager.client()._call("POST", "/payloads", [{"id": f"{vo}-{i}", "command": ["true"], "tags": {"vo": vo}}
-                                                 for i in range(40)])
+    manager.client()._call(
+        "POST",
+        "/payloads",
+        [{"id": f"{vo}-{i}", "command": ["true"], "tags": {"vo": vo}} for i in range(40)],
+    )
     vms = [new_vm(manager, cores=5, vo=vo) for _ in range(8)]  # 40 cores for 40 payloads
     leased = {vm["vm_id"]: [] for vm in vms}
 

@@ -32,11 +32,15 @@ def test_sigkill_during_heartbeats_loses_nothing_acknowledged(start, db_kind, tm
                 vm["client"].heartbeat(vm["vm_id"], heartbeat(vm["instance_id"], seq))
                 acknowledged["beats"][vm["vm_id"]] = seq
                 for payload in vm["client"].claim(vm["vm_id"], free_cores=2):
-                    vm["client"].result(vm["vm_id"], payload["id"], {"id": payload["id"], "outcome": "done"})
+                    vm["client"].result(
+                        vm["vm_id"], payload["id"], {"id": payload["id"], "outcome": "done"}
+                    )
                     acknowledged["results"].add(payload["id"])
             except ManagerUnavailable:
                 time.sleep(0.05)
-            except ManagerRefused as exc:  # pragma: no cover - would be a bug; surfaces in the asserts
+            except (
+                ManagerRefused
+            ) as exc:  # pragma: no cover - would be a bug; surfaces in the asserts
                 acknowledged.setdefault("refused", []).append(str(exc))
 
     threads = [threading.Thread(target=vm_loop, args=(vm,)) for vm in vms]

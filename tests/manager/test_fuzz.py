@@ -37,8 +37,13 @@ def test_no_generated_request_gets_a_server_error(target):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None)
+        @settings(
+            max_examples=12,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
         def check(case):
             token = manager.admin_token
             if case.path.endswith(VM_ROUTES):

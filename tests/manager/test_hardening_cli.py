@@ -19,14 +19,20 @@ def served(start):
 
 
 def _enrol(served, *args, **kwargs):
-    return subprocess.run(CLI + ["enrol", "--state-dir", served.state_dir, "--vo", "lhcb", *args],
-                          stdin=subprocess.DEVNULL, text=True, timeout=60, **kwargs)
+    return subprocess.run(
+        CLI + ["enrol", "--state-dir", served.state_dir, "--vo", "lhcb", *args],
+        stdin=subprocess.DEVNULL,
+        text=True,
+        timeout=60,
+        **kwargs,
+    )
 
 
 def _registers(served, token):
     """The token registers a VM (so it is the real token, whole)."""
-    answer = served.client(token).register(instance_id="i-cli", hostname="h", ip="10.0.0.1", total_cores=1,
-                                           total_memory_mb=1)
+    answer = served.client(token).register(
+        instance_id="i-cli", hostname="h", ip="10.0.0.1", total_cores=1, total_memory_mb=1
+    )
     return answer["vm_id"].startswith("vm-")
 
 

@@ -19,25 +19,37 @@ from vmagent.manager import auth, db, fleet, inventory
 from vmagent.manager.settings import Settings
 from vmagent.manager.testing import heartbeat, new_vm
 
-HEADERS = {"x-frame-options": "DENY", "x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
+HEADERS = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
 
 
 def _get(manager, path, **kwargs):
-    return requests.get(f"{manager.url}{path}", verify=manager.ca_file or True, timeout=10, **kwargs)
+    return requests.get(
+        f"{manager.url}{path}", verify=manager.ca_file or True, timeout=10, **kwargs
+    )
 
 
 # --- security headers ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/dashboard/", "/dashboard/app.js", "/api/v1/health", "/api/v1/vms",
-                                  "/api/v1/nothing-here"])
+@pytest.mark.parametrize(
+    "path",
+    ["/dashboard/", "/dashboard/app.js", "/api/v1/health", "/api/v1/vms", "/api/v1/nothing-here"],
+)
 def test_answers_carry_security_headers(manager, path):
     """Dashboard, API, refusals and 404s carry a strict CSP, no framing, nosniff, a referrer policy and HSTS."""
     answer = _get(manager, path)
     for name, value in HEADERS.items():
         assert answer.headers.get(name) == value, (name, answer.headers)
     csp = answer.headers["content-security-policy"]
-    assert "script-src 'self';" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert (
+        "script-src 'self';" in csp
+        and "frame-ancestors 'none'" in csp
+        and "unsafe-inline" not in csp
+    )
     assert answer.headers["strict-transport-security"].startswith("max-age=")
 
 
@@ -61,7 +73,10 @@ def test_plain_http_has_no_hsts(start):
     """HSTS is only sent when the manager itself serves TLS."""
     manager = start("sqlite", tls=False)
     answer = _get(manager, "/api/v1/health")
-    assert answer.headers["x-frame-options"] == "DENY" and "strict-transport-security" not in answer.headers
+    assert (
+        answer.headers["x-frame-options"] == "DENY"
+        and "strict-transport-security" not in answer.headers
+    )
 
 
 # --- TLS: 1.2 or later, AEAD ciphers only --------------------------------------------------------
@@ -81,9 +96,13 @@ def _handshake(manager, context):
 def _client(manager, oldest=None, newest=None, ciphers=None):
     context = ssl.create_default_context(cafile=manager.ca_file)
     if ciphers or oldest:
-        context.set_ciphers((ciphers or "ALL") + ":@SECLEVEL=0")  # let the client offer what it is told
+        context.set_ciphers(
+            (ciphers or "ALL") + ":@SECLEVEL=0"
+        )  # let the client offer what it is told
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0 and 1.1 are, which is the point
+        warnings.simplefilter(
+            "ignore", DeprecationWarning
+        )  # TLS 1.0 and 1.1 are, which is the point
         if oldest:
             context.minimum_version = oldest
         if newest:
@@ -111,33 +130,47 @@ def test_tls_older_than_1_2_is_refused(manager, version):
     assert isinstance(found, Exception), found
 
 
-@pytest.mark.parametrize("cipher", ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384", "AES128-SHA",
-                                    "ECDHE-ECDSA-AES128-SHA256"])
+@pytest.mark.parametrize(
+    "cipher",
+    [
+        "ECDHE-ECDSA-AES128-SHA",
+        "ECDHE-ECDSA-AES256-SHA384",
+        "AES128-SHA",
+        "ECDHE-ECDSA-AES128-SHA256",
+    ],
+)
 def test_non_aead_ciphers_are_refused(manager, cipher):
     """A TLS 1.2 client offering only a CBC (non-AEAD) cipher gets no connection."""
     found = _handshake(manager, _client(manager, newest=ssl.TLSVersion.TLSv1_2, ciphers=cipher))
     assert isinstance(found, Exception), found
 
 
-@pytest.mark.parametrize(("newest", "version"), [(ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (None, "TLSv1.3")])
+@pytest.mark.parametrize(
+    ("newest", "version"), [(ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (None, "TLSv1.3")]
+)
 def test_ordinary_clients_connect_with_aead(manager, newest, version):
     """A default client connects with TLS 1.3, a TLS 1.2 one with an ECDHE AEAD cipher."""
     found = _handshake(manager, _client(manager, newest=newest))
     assert not isinstance(found, Exception), found
     assert found[0] == version
-    assert found[0] == "TLSv1.3" or ("ECDHE" in found[1] and ("GCM" in found[1] or "CHACHA20" in found[1]))
+    assert found[0] == "TLSv1.3" or (
+        "ECDHE" in found[1] and ("GCM" in found[1] or "CHACHA20" in found[1])
+    )
 
 
 # --- names a VM gives: no control characters -----------------------------------------------------
 
 
-@pytest.mark.parametrize("hostname", ["evil\r\nvmagent.manager: vm-1 registered", "tab\there", "esc\x1b[31m"])
+@pytest.mark.parametrize(
+    "hostname", ["evil\r\nvmagent.manager: vm-1 registered", "tab\there", "esc\x1b[31m"]
+)
 def test_hostname_with_control_characters_is_refused(manager, hostname):
     """A registration whose hostname holds CR, LF or other control characters is refused with 422."""
     token = manager.client().enrol()["enrolment_token"]
     with pytest.raises(ManagerRefused) as err:
-        manager.client(token).register(instance_id="i-ctl", hostname=hostname, ip="10.0.0.1", total_cores=1,
-                                       total_memory_mb=1)
+        manager.client(token).register(
+            instance_id="i-ctl", hostname=hostname, ip="10.0.0.1", total_cores=1, total_memory_mb=1
+        )
     assert err.value.status == 422 and "hostname" in err.value.detail
 
 
@@ -157,8 +190,10 @@ def test_halting_reason_cannot_split_a_log_line(manager):
 # --- the admin search: LIKE wildcards are literal ------------------------------------------------
 
 
-@pytest.mark.parametrize(("q", "found"), [("_", ["a_b"]), ("%", ["c%d"]), ("a_b", ["a_b"]), ("\\", ["e\\f"]),
-                                          ("x", ["axb"])])
+@pytest.mark.parametrize(
+    ("q", "found"),
+    [("_", ["a_b"]), ("%", ["c%d"]), ("a_b", ["a_b"]), ("\\", ["e\\f"]), ("x", ["axb"])],
+)
 def test_search_treats_wildcards_literally(tmp_path, q, found):
     """q=_ matches only a literal underscore, q=% only a percent sign, a backslash only itself."""
     engine = db.make_engine(f"sqlite:///{tmp_path}/m.db")
@@ -166,8 +201,19 @@ def test_search_treats_wildcards_literally(tmp_path, q, found):
     settings = Settings(db_url="", admin_token_hash=auth.digest("adm"))
     with engine.begin() as conn:
         for i, host in enumerate(["a_b", "axb", "c%d", "e\\f"]):
-            fleet.register(conn, settings, "adm", {"instance_id": f"i-{i}", "hostname": host, "ip": "10.0.0.1",
-                                                   "total_cores": 1, "total_memory_mb": 1}, 1.0)
+            fleet.register(
+                conn,
+                settings,
+                "adm",
+                {
+                    "instance_id": f"i-{i}",
+                    "hostname": host,
+                    "ip": "10.0.0.1",
+                    "total_cores": 1,
+                    "total_memory_mb": 1,
+                },
+                1.0,
+            )
         rows = inventory.table(conn, {"q": q}, 100, 0, 2.0)["vms"]
     assert sorted(r["hostname"] for r in rows) == found
 
@@ -200,7 +246,10 @@ def test_limiter_remembers_a_bounded_number_of_addresses():
     for i in range(1000):
         limiter.fail(f"10.0.{i // 256}.{i % 256}", 1.0)
     assert len(limiter.failures) == 100
-    assert limiter.retry_after("10.0.0.0", 1.0) is None and limiter.retry_after("10.0.3.231", 1.0) == 60.0
+    assert (
+        limiter.retry_after("10.0.0.0", 1.0) is None
+        and limiter.retry_after("10.0.3.231", 1.0) == 60.0
+    )
 
 
 def _status_from(manager, source, token):

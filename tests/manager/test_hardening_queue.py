@@ -23,8 +23,13 @@ def world(tmp_path):
 def _vm(world, cores=2, memory=4000, **enrolled):
     """A VM registered with an enrolment fixing ``enrolled``."""
     engine, settings, clock = world
-    body = {"instance_id": "i-1", "hostname": "h", "ip": "1.1.1.1", "total_cores": cores,
-            "total_memory_mb": memory}
+    body = {
+        "instance_id": "i-1",
+        "hostname": "h",
+        "ip": "1.1.1.1",
+        "total_cores": cores,
+        "total_memory_mb": memory,
+    }
     with engine.begin() as conn:
         token = fleet.enrol(conn, enrolled, clock.time())["enrolment_token"]
         return fleet.register(conn, settings, token, body, clock.time())
@@ -74,8 +79,11 @@ def test_claim_naming_another_tag_is_refused(world, key):
 def test_claim_naming_its_own_tag_or_none_is_served(world, key):
     """Naming the registered tag, or none, leases that community's payloads."""
     vm = _vm(world, **{key: "lhcb"})
-    _submit(world, {"id": "a", "command": ["true"], "tags": {key: "lhcb"}},
-            {"id": "b", "command": ["true"], "tags": {key: "lhcb"}})
+    _submit(
+        world,
+        {"id": "a", "command": ["true"], "tags": {key: "lhcb"}},
+        {"id": "b", "command": ["true"], "tags": {key: "lhcb"}},
+    )
     assert _claim(world, vm, **{key: "lhcb"}) == ["a"]
     assert _claim(world, vm) == ["b"]
 
@@ -93,7 +101,13 @@ def test_untagged_vm_cannot_claim_a_community(world):
 def test_registration_cannot_contradict_the_enrolment(world, key):
     """A registration body naming another value than its enrolment fixed is refused, the token unused."""
     engine, settings, clock = world
-    body = {"instance_id": "i-1", "hostname": "h", "ip": "1.1.1.1", "total_cores": 1, "total_memory_mb": 1}
+    body = {
+        "instance_id": "i-1",
+        "hostname": "h",
+        "ip": "1.1.1.1",
+        "total_cores": 1,
+        "total_memory_mb": 1,
+    }
     with engine.begin() as conn:
         token = fleet.enrol(conn, {key: "fixed"}, clock.time())["enrolment_token"]
     with engine.begin() as conn, pytest.raises(ManagerRefused) as err:
@@ -107,8 +121,15 @@ def test_registration_cannot_contradict_the_enrolment(world, key):
 def test_registration_may_fill_what_the_enrolment_left_open(world):
     """Values the enrolment did not fix come from the VM's registration body."""
     engine, settings, clock = world
-    body = {"instance_id": "i-1", "hostname": "h", "ip": "1.1.1.1", "total_cores": 1, "total_memory_mb": 1,
-            "image": "el9", "vo": "lhcb"}
+    body = {
+        "instance_id": "i-1",
+        "hostname": "h",
+        "ip": "1.1.1.1",
+        "total_cores": 1,
+        "total_memory_mb": 1,
+        "image": "el9",
+        "vo": "lhcb",
+    }
     with engine.begin() as conn:
         token = fleet.enrol(conn, {"vo": "lhcb", "ce": "c1"}, clock.time())["enrolment_token"]
         vm = fleet.register(conn, settings, token, body, clock.time())
@@ -148,8 +169,11 @@ def test_cores_already_leased_are_not_free(world):
 def test_claimed_memory_is_bounded_by_the_registration_and_leases(world):
     """Memory beyond the registered total, less what is leased, is not offered."""
     vm = _vm(world, cores=8, memory=4000)
-    _submit(world, {"id": "huge", "command": ["true"], "memory_mb": 5000, "priority": 9},
-            *({"id": f"m{i}", "command": ["true"], "memory_mb": 3000} for i in range(2)))
+    _submit(
+        world,
+        {"id": "huge", "command": ["true"], "memory_mb": 5000, "priority": 9},
+        *({"id": f"m{i}", "command": ["true"], "memory_mb": 3000} for i in range(2)),
+    )
     assert _claim(world, vm, free_cores=8, free_memory_mb=10**6, max=5) == ["m0"]
     assert _claim(world, vm, free_cores=8, max=5) == []
 
@@ -157,8 +181,11 @@ def test_claimed_memory_is_bounded_by_the_registration_and_leases(world):
 def test_whole_node_payload_holds_every_registered_core(world):
     """A leased whole-node payload leaves no core free for a later claim."""
     vm = _vm(world, cores=4)
-    _submit(world, {"id": "w", "command": ["true"], "whole_node": True, "priority": 9},
-            {"id": "one", "command": ["true"]})
+    _submit(
+        world,
+        {"id": "w", "command": ["true"], "whole_node": True, "priority": 9},
+        {"id": "one", "command": ["true"]},
+    )
     assert _claim(world, vm, free_cores=4) == ["w"]
     assert _claim(world, vm, free_cores=4, max=5) == []
 
@@ -166,7 +193,9 @@ def test_whole_node_payload_holds_every_registered_core(world):
 def test_peek_is_bounded_by_the_registered_cores(world):
     """A peek lists only payloads that fit the registered cores, whatever the claim says."""
     vm = _vm(world, cores=2)
-    _submit(world, {"id": "big", "command": ["true"], "cores": 8}, {"id": "small", "command": ["true"]})
+    _submit(
+        world, {"id": "big", "command": ["true"], "cores": 8}, {"id": "small", "command": ["true"]}
+    )
     assert _claim(world, vm, free_cores=64, total_cores=64, peek=True, max=10) == ["small"]
 
 
@@ -175,7 +204,9 @@ def test_peek_is_bounded_by_the_registered_cores(world):
 
 def _leased(world, cores=2, payload_cores=1, whole_node=False):
     vm = _vm(world, cores=cores)
-    _submit(world, {"id": "p", "command": ["true"], "cores": payload_cores, "whole_node": whole_node})
+    _submit(
+        world, {"id": "p", "command": ["true"], "cores": payload_cores, "whole_node": whole_node}
+    )
     assert _claim(world, vm, free_cores=cores) == ["p"]
     return vm
 
@@ -185,30 +216,50 @@ def test_result_within_the_lease_is_kept_as_reported(world):
     vm = _leased(world, cores=4, payload_cores=2)
     start = world[2].time()
     world[2].advance(1800)
-    answer = _result(world, vm, {"id": "p", "outcome": "done", "cores": 2, "wall_seconds": 1800.0,
-                                 "cpu_seconds": 3500.0, "started_at": start + 1, "finished_at": start + 1800})
+    answer = _result(
+        world,
+        vm,
+        {
+            "id": "p",
+            "outcome": "done",
+            "cores": 2,
+            "wall_seconds": 1800.0,
+            "cpu_seconds": 3500.0,
+            "started_at": start + 1,
+            "finished_at": start + 1800,
+        },
+    )
     assert answer == {}
     row = _row(world, "p")
     assert (row["cores"], row["wall_seconds"], row["cpu_seconds"]) == (2, 1800.0, 3500.0)
     with world[0].begin() as conn:
         (acc,) = accounting.report(conn, "ce", None, None, None, world[2].time() + 1)["rows"]
-    assert acc["core_hours"] == pytest.approx(1.0) and acc["cpu_hours"] == pytest.approx(3500 / 3600)
+    assert acc["core_hours"] == pytest.approx(1.0) and acc["cpu_hours"] == pytest.approx(
+        3500 / 3600
+    )
 
 
-@pytest.mark.parametrize(("field", "value", "kept"), [
-    ("wall_seconds", 1e15, 600.0),
-    ("cores", 4096, 1),
-    ("cpu_seconds", 1e15, 600.0),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "kept"),
+    [
+        ("wall_seconds", 1e15, 600.0),
+        ("cores", 4096, 1),
+        ("cpu_seconds", 1e15, 600.0),
+    ],
+)
 def test_result_beyond_the_lease_is_bounded_and_said(world, field, value, kept):
     """An inflated wall time, core count or CPU time is counted at its lease bound, with the reason answered."""
     vm = _leased(world)
     world[2].advance(600)
     doc = {"id": "p", "outcome": "done", "cores": 1, "wall_seconds": 600.0, "cpu_seconds": 500.0}
     answer = _result(world, vm, dict(doc, **{field: value}))
-    assert list(answer["adjusted"]) == [field] and f"counted as {kept:g}" in answer["adjusted"][field]
+    assert (
+        list(answer["adjusted"]) == [field] and f"counted as {kept:g}" in answer["adjusted"][field]
+    )
     row = _row(world, "p")
-    assert row[field] == kept and row["doc"][field] == value  # the VM's own report is kept beside it
+    assert (
+        row[field] == kept and row["doc"][field] == value
+    )  # the VM's own report is kept beside it
     with world[0].begin() as conn:
         (acc,) = accounting.report(conn, "ce", None, None, None, world[2].time() + 1)["rows"]
     assert acc["core_hours"] == pytest.approx(600 / 3600, abs=1e-5)
@@ -228,8 +279,16 @@ def test_times_outside_the_lease_window_are_bounded(world, started, finished):
     vm = _leased(world)
     leased_at = world[2].time()
     world[2].advance(60)
-    answer = _result(world, vm, {"id": "p", "outcome": "done", "started_at": leased_at + started,
-                                 "finished_at": leased_at + finished})
+    answer = _result(
+        world,
+        vm,
+        {
+            "id": "p",
+            "outcome": "done",
+            "started_at": leased_at + started,
+            "finished_at": leased_at + finished,
+        },
+    )
     assert answer["adjusted"]
     assert 0 <= _row(world, "p")["wall_seconds"] <= 60.0
 
@@ -239,6 +298,15 @@ def test_derived_wall_time_within_the_slack_is_kept(world):
     vm = _leased(world)
     leased_at = world[2].time()
     world[2].advance(60)
-    answer = _result(world, vm, {"id": "p", "outcome": "done", "started_at": leased_at + 5,
-                                 "finished_at": leased_at + 64, "cpu_seconds": 60.0})
+    answer = _result(
+        world,
+        vm,
+        {
+            "id": "p",
+            "outcome": "done",
+            "started_at": leased_at + 5,
+            "finished_at": leased_at + 64,
+            "cpu_seconds": 60.0,
+        },
+    )
     assert answer == {} and _row(world, "p")["wall_seconds"] == 59.0

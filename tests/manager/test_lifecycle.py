@@ -19,23 +19,43 @@ def world(tmp_path):
     """An SQLite database, settings with short timings and a fake clock."""
     engine = db.make_engine(f"sqlite:///{tmp_path}/m.db")
     db.create_all(engine)
-    settings = Settings(db_url="", admin_token_hash=auth.digest("adm"), stall_seconds=100, lease_seconds=50,
-                        max_attempts=2, history_per_vm=5, history_seconds=1000)
+    settings = Settings(
+        db_url="",
+        admin_token_hash=auth.digest("adm"),
+        stall_seconds=100,
+        lease_seconds=50,
+        max_attempts=2,
+        history_per_vm=5,
+        history_seconds=1000,
+    )
     return engine, settings, FakeClock()
 
 
 def _register(world, cores=4):
     engine, settings, clock = world
     with engine.begin() as conn:
-        return fleet.register(conn, settings, "adm", {"instance_id": "i-1", "hostname": "h", "ip": "1.1.1.1",
-                                                     "total_cores": cores, "total_memory_mb": 8000}, clock.time())
+        return fleet.register(
+            conn,
+            settings,
+            "adm",
+            {
+                "instance_id": "i-1",
+                "hostname": "h",
+                "ip": "1.1.1.1",
+                "total_cores": cores,
+                "total_memory_mb": 8000,
+            },
+            clock.time(),
+        )
 
 
 def _beat(world, vm, seq, status="running", **extra):
     engine, settings, clock = world
     with engine.begin() as conn:
         row = fleet.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
-        return fleet.heartbeat(conn, settings, row, heartbeat("i-1", seq, status, **extra), clock.time())
+        return fleet.heartbeat(
+            conn, settings, row, heartbeat("i-1", seq, status, **extra), clock.time()
+        )
 
 
 def _state(world, vm):
@@ -59,7 +79,12 @@ def test_silent_vm_is_stalled_by_the_sweep_and_recovers_on_heartbeat(world):
     detail = _state(world, vm)
     assert detail["state"] == "stalled" and "no heartbeat for 101 s" in detail["state_reason"]
     _beat(world, vm, 2)
-    assert [t["to_state"] for t in _state(world, vm)["transitions"]] == ["new", "running", "stalled", "running"]
+    assert [t["to_state"] for t in _state(world, vm)["transitions"]] == [
+        "new",
+        "running",
+        "stalled",
+        "running",
+    ]
 
 
 def test_operator_cannot_force_a_forbidden_transition(world):
@@ -91,7 +116,9 @@ def test_expired_lease_is_requeued_then_lost_after_max_attempts(world):
     for _attempt in (1, 2):
         with engine.begin() as conn:
             row = fleet.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
-            assert [p["id"] for p in queue.claim(conn, settings, row, {"free_cores": 4}, clock.time())] == ["p1"]
+            assert [
+                p["id"] for p in queue.claim(conn, settings, row, {"free_cores": 4}, clock.time())
+            ] == ["p1"]
         clock.advance(51)
         assert sweeper.sweep(engine, settings, clock.time())["expired"] == 1
     with engine.begin() as conn:
@@ -122,7 +149,9 @@ def test_whole_node_payload_needs_every_core_free(world):
         queue.submit(conn, [{"id": "w", "command": ["true"], "whole_node": True}], clock.time())
         row = fleet.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
         assert queue.claim(conn, settings, row, {"free_cores": 3}, clock.time()) == []
-        assert [p["id"] for p in queue.claim(conn, settings, row, {"free_cores": 4}, clock.time())] == ["w"]
+        assert [
+            p["id"] for p in queue.claim(conn, settings, row, {"free_cores": 4}, clock.time())
+        ] == ["w"]
 
 
 def test_heartbeat_history_is_pruned_to_the_retention_limit(world):
@@ -144,7 +173,9 @@ def test_result_posted_twice_is_accepted_once(world):
         queue.claim(conn, settings, row, {"free_cores": 4}, clock.time())
     for _ in range(2):
         with engine.begin() as conn:
-            queue.record_result(conn, settings, row, "p1", {"id": "p1", "outcome": "done"}, clock.time())
+            queue.record_result(
+                conn, settings, row, "p1", {"id": "p1", "outcome": "done"}, clock.time()
+            )
     with engine.begin() as conn:
         assert len(queue.one(conn, "p1")["results"]) == 1
 
@@ -158,4 +189,6 @@ def test_served_manager_sweeps_silent_vms_to_stalled(start):
     while manager.client().vm(vm["vm_id"])["state"] != "stalled" and time.monotonic() < deadline:
         time.sleep(0.2)
     detail = manager.client().vm(vm["vm_id"])
-    assert detail["state"] == "stalled" and detail["transitions"][-1]["reason"].startswith("no heartbeat for")
+    assert detail["state"] == "stalled" and detail["transitions"][-1]["reason"].startswith(
+        "no heartbeat for"
+    )

@@ -27,7 +27,9 @@ class Endpoint:
         self.invalid: List[Any] = []
         self.halting: List[Dict[str, Any]] = []
         self.instructions: List[Any] = []
-        self.sticky: List[Any] = []  # answered with every heartbeat, as the manager re-sends unacked ones
+        self.sticky: List[
+            Any
+        ] = []  # answered with every heartbeat, as the manager re-sends unacked ones
         self.puts: Dict[str, List[bytes]] = {}
         self.period: Any = None
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -38,18 +40,27 @@ class Endpoint:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - the stdlib's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"] or 0)) or b"{}")
+                body = json.loads(
+                    self.rfile.read(int(self.headers["Content-Length"] or 0)) or b"{}"
+                )
                 if endpoint.down:
                     return self._answer(503, {"detail": "down for maintenance"})
                 if self.path == "/api/v1/register":
-                    return self._answer(201, {"vm_id": "vm-1", "token": "vm-token", "heartbeat_period": None})
+                    return self._answer(
+                        201, {"vm_id": "vm-1", "token": "vm-token", "heartbeat_period": None}
+                    )
                 if self.path.endswith("/heartbeat"):
                     endpoint.heartbeats.append(body)
                     if schemas.problems("heartbeat", body):
                         endpoint.invalid.append(body)
                     pending, endpoint.instructions = endpoint.instructions, []
-                    return self._answer(200, {"instructions": pending + endpoint.sticky,
-                                              "heartbeat_period": endpoint.period})
+                    return self._answer(
+                        200,
+                        {
+                            "instructions": pending + endpoint.sticky,
+                            "heartbeat_period": endpoint.period,
+                        },
+                    )
                 if self.path.endswith("/halting"):
                     endpoint.halting.append(body)
                     return self._answer(200, {})
@@ -98,12 +109,24 @@ def monitor_for(tmp_path: Any, endpoint: Endpoint, clock: Any, **settings: Any) 
     token.parent.mkdir(parents=True, exist_ok=True)
     token.write_text("enrol-me")
     token.chmod(0o600)
-    monitor = {"period_seconds": 60, "check_seconds": 10, "fizzle_seconds": None,
-               "endpoints": [{"name": "http"}, {"name": "vac"}], "halt_action": "exit", **settings}
-    config = make_config(tmp_path, [], monitor=monitor,
-                         manager={"url": endpoint.url, "token_file": "/etc/vmagent/token", "timeout": 2})
+    monitor = {
+        "period_seconds": 60,
+        "check_seconds": 10,
+        "fizzle_seconds": None,
+        "endpoints": [{"name": "http"}, {"name": "vac"}],
+        "halt_action": "exit",
+        **settings,
+    }
+    config = make_config(
+        tmp_path,
+        [],
+        monitor=monitor,
+        manager={"url": endpoint.url, "token_file": "/etc/vmagent/token", "timeout": 2},
+    )
     action = Recorder()
-    found = Monitor(config, clock=clock, rng=random.Random(7), halt_action=action, boot_time=clock.time())
+    found = Monitor(
+        config, clock=clock, rng=random.Random(7), halt_action=action, boot_time=clock.time()
+    )
     return found, action, config
 
 

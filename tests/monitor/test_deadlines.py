@@ -64,9 +64,13 @@ class Trickler:
                 path = self._read_request(conn)
                 self.paths.append(path)
                 if path.endswith("/register"):
-                    answer = json.dumps({"vm_id": "vm-1", "token": "vm-token", "heartbeat_period": None}).encode()
-                    conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                                 b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+                    answer = json.dumps(
+                        {"vm_id": "vm-1", "token": "vm-token", "heartbeat_period": None}
+                    ).encode()
+                    conn.sendall(
+                        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
+                    )
                     return
                 head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
                 conn.sendall(head if self.part == "body" else b"HTTP/1.1 200 OK\r\nX-Slow: ")
@@ -138,7 +142,9 @@ def test_a_trickling_answer_ends_at_the_deadline(part):
     however steadily the bytes trickle (in the body or in the headers)."""
     server = Trickler(part=part)
     try:
-        found = outcome_of(lambda: JsonSession(server.url, timeout=2).post("/vms/vm-1/heartbeat", {"seq": 1}))
+        found = outcome_of(
+            lambda: JsonSession(server.url, timeout=2).post("/vms/vm-1/heartbeat", {"seq": 1})
+        )
     finally:
         server.close()
     assert isinstance(found.get("error"), ManagerUnavailable), found
@@ -157,10 +163,17 @@ def test_final_reports_do_not_hold_the_halt(tmp_path, trickler, clock):
     """A manager trickling its answer to the final heartbeat delays the halt action by at most
     monitor.final_reports_seconds; the other endpoints still get their final reports."""
     registered(tmp_path)
-    config = make_config(tmp_path, [], manager={"url": trickler.url, "token_file": "/etc/vmagent/token",
-                                                "timeout": 600},
-                         monitor={"endpoints": [{"name": "http"}, {"name": "log"}], "halt_action": "exit",
-                                  "fizzle_seconds": None, "final_reports_seconds": 3})
+    config = make_config(
+        tmp_path,
+        [],
+        manager={"url": trickler.url, "token_file": "/etc/vmagent/token", "timeout": 600},
+        monitor={
+            "endpoints": [{"name": "http"}, {"name": "log"}],
+            "halt_action": "exit",
+            "fizzle_seconds": None,
+            "final_reports_seconds": 3,
+        },
+    )
     action = Recorder()
     monitor = Monitor(config, clock=clock, halt_action=action, boot_time=clock.time())
     decision = Decision("lifetime", "lifetime of 60 s reached", 100)
@@ -179,12 +192,21 @@ class Child:
 
     def __init__(self, tmp_path: Any, trickler: Trickler, endpoint: Any) -> None:
         registered(tmp_path)
-        path = write_config(tmp_path, [], manager={"url": trickler.url, "token_file": "/etc/vmagent/token",
-                                                   "timeout": 600},
-                            monitor={"endpoints": [{"name": "http"},
-                                                   {"name": "vac", "options": {"joboutputs": f"{endpoint.url}/jo"}}],
-                                     "period_seconds": 1, "check_seconds": 1, "halt_action": "exit",
-                                     "fizzle_seconds": None})
+        path = write_config(
+            tmp_path,
+            [],
+            manager={"url": trickler.url, "token_file": "/etc/vmagent/token", "timeout": 600},
+            monitor={
+                "endpoints": [
+                    {"name": "http"},
+                    {"name": "vac", "options": {"joboutputs": f"{endpoint.url}/jo"}},
+                ],
+                "period_seconds": 1,
+                "check_seconds": 1,
+                "halt_action": "exit",
+                "fizzle_seconds": None,
+            },
+        )
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(tmp_path / "notify.sock"))
         self.notify.settimeout(1)
@@ -192,8 +214,13 @@ class Child:
         env.update(NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="2000000")
         self.out, self.err = tmp_path / "stdout", tmp_path / "stderr"
         with open(self.out, "w") as out, open(self.err, "w") as err:
-            self.proc = subprocess.Popen([*VMAGENT, "-c", path, "monitor", "run"], env=env, stdout=out,
-                                         stderr=err, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [*VMAGENT, "-c", path, "monitor", "run"],
+                env=env,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+            )
 
     def pets_after(self, started: Callable[[], bool], count: int) -> int:
         """WATCHDOG=1 messages received once ``started()`` holds, until ``count`` came or GUARD passed."""

@@ -21,19 +21,32 @@ DECISION = Decision("no-payloads", "no payload or pilot ran for 300 s", 200)
 
 
 def local_monitor(tmp_path, clock, endpoints, **monitor):
-    config = make_config(tmp_path, [], monitor={"endpoints": endpoints, "halt_action": "exit",
-                                                "fizzle_seconds": None, **monitor})
-    return Monitor(config, clock=clock, rng=random.Random(1), halt_action=Recorder(), boot_time=clock.time()), config
+    config = make_config(
+        tmp_path,
+        [],
+        monitor={"endpoints": endpoints, "halt_action": "exit", "fizzle_seconds": None, **monitor},
+    )
+    return Monitor(
+        config, clock=clock, rng=random.Random(1), halt_action=Recorder(), boot_time=clock.time()
+    ), config
 
 
 def test_log_endpoint_writes_json_lines_with_optional_samples(tmp_path, clock):
     """Two log endpoints at once: one keeps heartbeats, the other also the full sample; both record the halt."""
-    monitor, config = local_monitor(tmp_path, clock, [{"name": "log"},
-                                                      {"name": "log", "options": {"path": "/var/log/full.jsonl",
-                                                                                  "sample": True}}])
+    monitor, config = local_monitor(
+        tmp_path,
+        clock,
+        [
+            {"name": "log"},
+            {"name": "log", "options": {"path": "/var/log/full.jsonl", "sample": True}},
+        ],
+    )
     run_for(monitor, clock, 130)
     monitor.halt(DECISION)
-    plain = [json.loads(x) for x in (tmp_path / "var/log/vmagent/heartbeats.jsonl").read_text().splitlines()]
+    plain = [
+        json.loads(x)
+        for x in (tmp_path / "var/log/vmagent/heartbeats.jsonl").read_text().splitlines()
+    ]
     full = [json.loads(x) for x in (tmp_path / "var/log/full.jsonl").read_text().splitlines()]
     assert [sorted(e) for e in plain] == [["heartbeat"]] * 4 + [["halting"]]
     assert "cpu_per_core" in full[0]["sample"] and plain[-1]["halting"]["vacuum_code"] == 200
@@ -42,13 +55,23 @@ def test_log_endpoint_writes_json_lines_with_optional_samples(tmp_path, clock):
 
 def test_vac_directory_gets_heartbeat_and_shutdown_message(tmp_path, clock):
     """The vac endpoint refreshes its heartbeat file and leaves a one-line shutdown_message without newline."""
-    monitor, config = local_monitor(tmp_path, clock, [{"name": "vac", "options": {"joboutputs": "/joboutputs",
-                                                                                  "heartbeat_file": "vm-heartbeat"}}])
+    monitor, config = local_monitor(
+        tmp_path,
+        clock,
+        [
+            {
+                "name": "vac",
+                "options": {"joboutputs": "/joboutputs", "heartbeat_file": "vm-heartbeat"},
+            }
+        ],
+    )
     run_for(monitor, clock, 5)
     beat = json.loads((tmp_path / "joboutputs/vm-heartbeat").read_text())
     assert beat["seq"] == 1 and beat["status"] == "running"
     monitor.halt(DECISION)
-    assert (tmp_path / "joboutputs/shutdown_message").read_bytes() == b"200 no payload or pilot ran for 300 s"
+    assert (
+        tmp_path / "joboutputs/shutdown_message"
+    ).read_bytes() == b"200 no payload or pilot ran for 300 s"
 
 
 def test_vac_takes_joboutputs_from_the_environment(tmp_path, monkeypatch):
@@ -81,9 +104,13 @@ def test_unknown_endpoint_names_what_is_installed(tmp_path, clock):
 def test_bad_endpoint_options_name_the_key(tmp_path, clock):
     """An option an endpoint does not know is a configuration error naming the key and what is allowed."""
     with pytest.raises(ConfigError) as caught:
-        local_monitor(tmp_path, clock, [{"name": "log"}, {"name": "vac", "options": {"joboutput": "/x"}}])
-    assert any(path.startswith("monitor.endpoints.1.options") and "joboutput" in message + path
-               for path, message in caught.value.problems)
+        local_monitor(
+            tmp_path, clock, [{"name": "log"}, {"name": "vac", "options": {"joboutput": "/x"}}]
+        )
+    assert any(
+        path.startswith("monitor.endpoints.1.options") and "joboutput" in message + path
+        for path, message in caught.value.problems
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +134,17 @@ def vm_on(manager, root, clock, ca=True):
     section = {"url": manager.url, "token_file": "/etc/vmagent/enrol.token", "timeout": 5}
     if ca:
         section["ca_file"] = "/etc/vmagent/ca.pem"
-    config = make_config(root, [], instance={"id": f"i-{root.name}"}, manager=section,
-                         monitor={"endpoints": [{"name": "http"}], "halt_action": "exit", "fizzle_seconds": None})
+    config = make_config(
+        root,
+        [],
+        instance={"id": f"i-{root.name}"},
+        manager=section,
+        monitor={"endpoints": [{"name": "http"}], "halt_action": "exit", "fizzle_seconds": None},
+    )
     action = Recorder()
-    return Monitor(config, clock=clock, rng=random.Random(3), halt_action=action, boot_time=clock.time()), action
+    return Monitor(
+        config, clock=clock, rng=random.Random(3), halt_action=action, boot_time=clock.time()
+    ), action
 
 
 def test_reference_manager_register_heartbeat_drain_halt(manager, tmp_path, clock):

@@ -43,7 +43,9 @@ def test_hour_long_outage_no_halt_summary_and_recovery_within_a_period(tmp_path,
     first = endpoint.heartbeats[before]
     assert first["time"] - back <= 60
     missed = first["missed"]
-    assert missed["count"] >= 55 and outage_start <= missed["first"] < missed["last"] < first["time"]
+    assert (
+        missed["count"] >= 55 and outage_start <= missed["first"] < missed["last"] < first["time"]
+    )
     assert endpoint.invalid == []
     run_for(monitor, clock, 70)
     assert "missed" not in endpoint.heartbeats[-1]
@@ -68,7 +70,9 @@ def test_backoff_grows_then_stays_at_the_period(tmp_path, endpoint, clock):
 
 def test_endpoint_period_is_followed_within_bounds(tmp_path, endpoint, clock, caplog):
     """A period answered by the manager is used; an absurd one is ignored with a warning."""
-    monitor, _, _ = monitor_for(tmp_path, endpoint, clock, endpoints=[{"name": "http"}], jitter_fraction=0)
+    monitor, _, _ = monitor_for(
+        tmp_path, endpoint, clock, endpoints=[{"name": "http"}], jitter_fraction=0
+    )
     endpoint.period = 300
     run_for(monitor, clock, 700)
     times = [h["time"] for h in endpoint.heartbeats]
@@ -85,19 +89,29 @@ def test_instructions_drain_shutdown_and_refusal(tmp_path, endpoint, clock, capl
     """drain writes the drain files, shutdown_at updates MJF, malformed ones are refused, all valid ones acked."""
     monitor, action, config = monitor_for(tmp_path, endpoint, clock)
     mjf.write_features(mjf.machine_dir(config), {"grace_secs": 300})
-    endpoint.instructions = [{"id": 1, "action": "drain", "reason": "site downtime"},
-                             {"id": 2, "action": "shutdown_at", "shutdown_at": clock.time() + 5000},
-                             {"id": 3, "action": "rm -rf /"}, {"action": "halt"}, "halt",
-                             {"id": 5, "action": "shutdown_at"}, {"id": 6, "action": "halt", "argv": ["sh"]}]
+    endpoint.instructions = [
+        {"id": 1, "action": "drain", "reason": "site downtime"},
+        {"id": 2, "action": "shutdown_at", "shutdown_at": clock.time() + 5000},
+        {"id": 3, "action": "rm -rf /"},
+        {"action": "halt"},
+        "halt",
+        {"id": 5, "action": "shutdown_at"},
+        {"id": 6, "action": "halt", "argv": ["sh"]},
+    ]
     with caplog.at_level(logging.INFO, logger="vmagent.monitor"):
         run_for(monitor, clock, 5)
     assert Path(pool_state.drain_path(config)).read_text() == "site downtime\n"
     assert (tmp_path / "var/lib/dirac_drain").exists() and monitor.status() == "draining"
-    assert mjf.read_features(mjf.machine_dir(config)).values["shutdowntime"] == int(clock.time() - 5 + 5000)
+    assert mjf.read_features(mjf.machine_dir(config)).values["shutdowntime"] == int(
+        clock.time() - 5 + 5000
+    )
     assert monitor.decision is None and action.calls == []
     assert caplog.text.count("refused an instruction") == 5
     run_for(monitor, clock, 65)
-    assert endpoint.heartbeats[-1]["acks"] == [1, 2] and endpoint.heartbeats[-1]["status"] == "draining"
+    assert (
+        endpoint.heartbeats[-1]["acks"] == [1, 2]
+        and endpoint.heartbeats[-1]["status"] == "draining"
+    )
     run_for(monitor, clock, 65)
     assert "acks" not in endpoint.heartbeats[-1]
 
@@ -134,7 +148,9 @@ def test_shutdown_at_never_closer_than_grace(tmp_path, endpoint, clock):
     mjf.write_features(mjf.machine_dir(config), {"grace_secs": 300})
     endpoint.instructions = [{"id": 4, "action": "shutdown_at", "shutdown_at": clock.time() + 5}]
     run_for(monitor, clock, 1)
-    assert mjf.read_features(mjf.machine_dir(config)).values["shutdowntime"] == int(clock.time() - 1 + 300)
+    assert mjf.read_features(mjf.machine_dir(config)).values["shutdowntime"] == int(
+        clock.time() - 1 + 300
+    )
 
 
 def test_halt_instruction_halts_once_with_final_reports(tmp_path, endpoint, clock):
@@ -143,7 +159,9 @@ def test_halt_instruction_halts_once_with_final_reports(tmp_path, endpoint, cloc
     endpoint.instructions = [{"id": 9, "action": "halt", "reason": "by operator"}]
     decision = monitor.run()
     monitor.halt(decision)  # a second request changes nothing
-    assert decision.policy == "instruction" and decision.vacuum_code == 100 and len(action.calls) == 1
+    assert (
+        decision.policy == "instruction" and decision.vacuum_code == 100 and len(action.calls) == 1
+    )
     assert [h["status"] for h in endpoint.heartbeats] == ["running", "halting"]
     assert endpoint.heartbeats[-1]["acks"] == [9]
     assert len(endpoint.halting) == 1 and endpoint.halting[0]["vacuum_code"] == 100

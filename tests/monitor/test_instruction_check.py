@@ -10,19 +10,32 @@ from hypothesis import strategies as st
 from vmagent import schemas
 from vmagent.monitor import instructions
 
-values = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**70), st.floats(allow_nan=True),
-                   st.sampled_from(["drain", "halt", "shutdown_at", "reboot", "", "x" * 1025]),
-                   st.text(max_size=20), st.lists(st.integers(), max_size=2))
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 2**70),
+    st.floats(allow_nan=True),
+    st.sampled_from(["drain", "halt", "shutdown_at", "reboot", "", "x" * 1025]),
+    st.text(max_size=20),
+    st.lists(st.integers(), max_size=2),
+)
 keys = st.sampled_from(["id", "action", "shutdown_at", "reason", "extra", "ID"])
-documents = st.one_of(st.dictionaries(keys, values, max_size=5),
-                      st.fixed_dictionaries({"id": st.integers(0, 10), "action": st.sampled_from(instructions.ACTIONS)},
-                                            optional={"shutdown_at": st.floats(0, 2e9), "reason": st.text()}),
-                      values)
+documents = st.one_of(
+    st.dictionaries(keys, values, max_size=5),
+    st.fixed_dictionaries(
+        {"id": st.integers(0, 10), "action": st.sampled_from(instructions.ACTIONS)},
+        optional={"shutdown_at": st.floats(0, 2e9), "reason": st.text()},
+    ),
+    values,
+)
 
 
 def finite(doc):
-    return not (isinstance(doc, dict) and isinstance(doc.get("shutdown_at"), float)
-                and not math.isfinite(doc["shutdown_at"]))
+    return not (
+        isinstance(doc, dict)
+        and isinstance(doc.get("shutdown_at"), float)
+        and not math.isfinite(doc["shutdown_at"])
+    )
 
 
 @settings(max_examples=2000, deadline=None)

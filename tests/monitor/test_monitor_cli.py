@@ -20,17 +20,26 @@ VMAGENT = [sys.executable, "-m", "vmagent"]
 
 
 def config_file(tmp_path, **monitor):
-    settings = {"endpoints": [{"name": "log"}], "halt_action": "exit", "fizzle_seconds": None, **monitor}
+    settings = {
+        "endpoints": [{"name": "log"}],
+        "halt_action": "exit",
+        "fizzle_seconds": None,
+        **monitor,
+    }
     return write_config(tmp_path, [], monitor=settings)
 
 
 def vmagent(*args, env=None, timeout=60):
-    return subprocess.run([*VMAGENT, *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [*VMAGENT, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def test_sample_prints_a_valid_heartbeat(tmp_path):
     """``monitor sample --heartbeat`` prints a body the heartbeat schema accepts."""
-    done = vmagent("-c", config_file(tmp_path), "monitor", "sample", "--heartbeat", "--interval", "0.1")
+    done = vmagent(
+        "-c", config_file(tmp_path), "monitor", "sample", "--heartbeat", "--interval", "0.1"
+    )
     assert done.returncode == 0, done.stderr
     assert schemas.problems("heartbeat", json.loads(done.stdout)) == []
 
@@ -47,8 +56,13 @@ def test_dry_run_shows_the_decision_and_changes_nothing(tmp_path):
 
 def test_once_sends_one_heartbeat_to_each_endpoint(tmp_path):
     """``run --once`` heartbeats each endpoint once and exits 0 without halting."""
-    done = vmagent("-c", config_file(tmp_path, endpoints=[{"name": "log"}, {"name": "vac"}]), "monitor", "run",
-                   "--once")
+    done = vmagent(
+        "-c",
+        config_file(tmp_path, endpoints=[{"name": "log"}, {"name": "vac"}]),
+        "monitor",
+        "run",
+        "--once",
+    )
     assert done.returncode == 0, done.stderr
     lines = (tmp_path / "var/log/vmagent/heartbeats.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["heartbeat"]["seq"] == 1
@@ -61,13 +75,23 @@ def test_a_policy_halt_through_the_command_line(tmp_path):
     done = vmagent("-c", config_file(tmp_path, lifetime_seconds=1), "monitor", "run")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "halted: 100 lifetime of 1 s reached"
-    assert (tmp_path / "var/lib/vmagent/shutdown_message").read_text() == "100 lifetime of 1 s reached"
+    assert (
+        tmp_path / "var/lib/vmagent/shutdown_message"
+    ).read_text() == "100 lifetime of 1 s reached"
 
 
 def test_bad_endpoint_is_a_usage_error(tmp_path):
     """An unknown endpoint plugin exits 2 naming it and what is installed."""
-    done = vmagent("-c", config_file(tmp_path, endpoints=[{"name": "smoke-signals"}]), "monitor", "run", "--once")
-    assert done.returncode == 2 and "smoke-signals" in done.stderr and "http, log, vac" in done.stderr
+    done = vmagent(
+        "-c",
+        config_file(tmp_path, endpoints=[{"name": "smoke-signals"}]),
+        "monitor",
+        "run",
+        "--once",
+    )
+    assert (
+        done.returncode == 2 and "smoke-signals" in done.stderr and "http, log, vac" in done.stderr
+    )
 
 
 def test_units_are_written_with_watchdog_and_restart(tmp_path):
@@ -105,8 +129,13 @@ def test_run_speaks_sd_notify_and_stops_on_sigterm_without_halting(tmp_path, not
     """Under a notify socket the monitor says READY=1, pets the watchdog, and on SIGTERM stops without halting."""
     path, sock = notify_socket
     env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="1000000")
-    proc = subprocess.Popen([*VMAGENT, "-c", config_file(tmp_path), "monitor", "run"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*VMAGENT, "-c", config_file(tmp_path), "monitor", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert receive_until(sock, "READY=1")[-1].startswith("READY=1")
         pets = [m for m in receive_until(sock, "WATCHDOG=1") if "WATCHDOG=1" in m]
@@ -152,9 +181,15 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     here = shutil.which("vmagent") or os.path.join(os.path.dirname(sys.executable), "vmagent")
     for unit in tmp_path.iterdir():
         unit.write_text(unit.read_text().replace("/opt/vmagent/bin/vmagent", here))
-    done = subprocess.run([analyze, "verify", *sorted(str(p) for p in tmp_path.iterdir())], capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0 and "ignoring" not in done.stderr and "Failed" not in done.stderr, done.stderr
+    done = subprocess.run(
+        [analyze, "verify", *sorted(str(p) for p in tmp_path.iterdir())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "ignoring" not in done.stderr and "Failed" not in done.stderr, (
+        done.stderr
+    )
 
 
 def test_run_refuses_a_bad_config_and_stays_without_the_schema_library(tmp_path):
@@ -165,16 +200,37 @@ def test_run_refuses_a_bad_config_and_stays_without_the_schema_library(tmp_path)
     done = vmagent("-c", str(bad), "monitor", "run", "--once")
     assert done.returncode == 2 and f"{bad}: monitor.period_seconds:" in done.stderr
     good = config_file(tmp_path)
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "vmagent", "-c", good, "monitor", "run",
-                           "--once"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "vmagent",
+            "-c",
+            good,
+            "monitor",
+            "run",
+            "--once",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
-    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time")]
+    imported = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time")
+    ]
     assert "vmagent.monitor.loop" in imported
     assert "jsonschema" not in imported and "importlib.metadata" not in imported
 
 
 def test_run_names_an_unknown_endpoint_plugin(tmp_path):
     """The child's plugin resolution reports an unknown endpoint with what is installed: exit 2."""
-    done = vmagent("-c", config_file(tmp_path, endpoints=[{"name": "nolog"}]), "monitor", "run", "--once")
+    done = vmagent(
+        "-c", config_file(tmp_path, endpoints=[{"name": "nolog"}]), "monitor", "run", "--once"
+    )
     assert done.returncode == 2
     assert "no plugin 'nolog' in vmagent.endpoints; installed: http, log, vac" in done.stderr

@@ -34,8 +34,14 @@ def test_retire_jitter_spreads_a_fleet_before_its_lifetime(tmp_path, endpoint, c
     """With retire jitter each VM retires at its own time, within the jitter before the lifetime."""
     times = []
     for seed in range(6):
-        monitor, _, _ = monitor_for(tmp_path / str(seed), endpoint, clock, check_seconds=1, lifetime_seconds=3600,
-                                    retire_jitter_seconds=600)
+        monitor, _, _ = monitor_for(
+            tmp_path / str(seed),
+            endpoint,
+            clock,
+            check_seconds=1,
+            lifetime_seconds=3600,
+            retire_jitter_seconds=600,
+        )
         monitor.policies.retire_early = random.Random(seed).uniform(0, 600)
         start = clock.time()
         run_for(monitor, clock, 3700)
@@ -46,9 +52,13 @@ def test_retire_jitter_spreads_a_fleet_before_its_lifetime(tmp_path, endpoint, c
 def test_mjf_shutdowntime_minus_grace(tmp_path, endpoint, clock):
     """The MJF policy halts at shutdowntime minus grace_secs (code 100), not earlier, and follows a new time."""
     monitor, _, config = monitor_for(tmp_path, endpoint, clock, check_seconds=1)
-    mjf.write_features(mjf.machine_dir(config), {"shutdowntime": int(clock.time() + 1000), "grace_secs": 300})
+    mjf.write_features(
+        mjf.machine_dir(config), {"shutdowntime": int(clock.time() + 1000), "grace_secs": 300}
+    )
     run_for(monitor, clock, 400)
-    mjf.write_features(mjf.machine_dir(config), {"shutdowntime": int(clock.time() + 1000)})  # moved later
+    mjf.write_features(
+        mjf.machine_dir(config), {"shutdowntime": int(clock.time() + 1000)}
+    )  # moved later
     run_for(monitor, clock, 690)
     assert monitor.decision is None
     run_for(monitor, clock, 20)
@@ -80,7 +90,9 @@ def test_fizzle_waits_for_the_pipeline_and_spares_a_vm_that_worked(tmp_path, end
     write_atomic(status, json.dumps({"outcome": "running", "steps": []}), 0o644)
     run_for(monitor, clock, 900)
     assert monitor.decision is None
-    write_atomic(status, json.dumps({"outcome": "done", "finished": clock.time(), "steps": []}), 0o644)
+    write_atomic(
+        status, json.dumps({"outcome": "done", "finished": clock.time(), "steps": []}), 0o644
+    )
     run_for(monitor, clock, 590)
     assert monitor.decision is None
     pool_state.save(config, {"running": [], "counts": {"done": 1}, "last_started_at": clock.time()})
@@ -90,12 +102,22 @@ def test_fizzle_waits_for_the_pipeline_and_spares_a_vm_that_worked(tmp_path, end
 
 def test_no_payloads_nor_pilots_for_a_period(tmp_path, endpoint, clock):
     """Once work ran, an empty VM halts after no_payloads_seconds with the code of all its slots."""
-    monitor, _, config = monitor_for(tmp_path, endpoint, clock, check_seconds=1, no_payloads_seconds=300)
-    pool_state.save(config, {"running": [{"id": "p1", "pid": 0, "pgid": 0}], "counts": {},
-                             "last_started_at": clock.time()})
+    monitor, _, config = monitor_for(
+        tmp_path, endpoint, clock, check_seconds=1, no_payloads_seconds=300
+    )
+    pool_state.save(
+        config,
+        {
+            "running": [{"id": "p1", "pid": 0, "pgid": 0}],
+            "counts": {},
+            "last_started_at": clock.time(),
+        },
+    )
     run_for(monitor, clock, 1000)
     assert monitor.decision is None, "a running payload keeps the VM"
-    pool_state.save(config, {"running": [], "counts": {"done": 3, "failed": 1}, "last_started_at": clock.time()})
+    pool_state.save(
+        config, {"running": [], "counts": {"done": 3, "failed": 1}, "last_started_at": clock.time()}
+    )
     run_for(monitor, clock, 295)
     assert monitor.decision is None
     run_for(monitor, clock, 10)
@@ -104,14 +126,38 @@ def test_no_payloads_nor_pilots_for_a_period(tmp_path, endpoint, clock):
 
 def test_no_payloads_counts_pilots(tmp_path, endpoint, clock):
     """In pilots mode a running pilot keeps the VM; once all pilots retired the VM halts with their code."""
-    monitor, _, config = monitor_for(tmp_path, endpoint, clock, check_seconds=1, no_payloads_seconds=300)
-    pilot = {"id": "pilot-0-1", "pid": 0, "pgid": 0, "payload": {"kind": "pilot"}, "started_at": clock.time()}
-    pool_state.save(config, {"mode": "pilots", "running": [pilot], "counts": {}, "vacuum_codes": [],
-                             "last_started_at": clock.time()})
+    monitor, _, config = monitor_for(
+        tmp_path, endpoint, clock, check_seconds=1, no_payloads_seconds=300
+    )
+    pilot = {
+        "id": "pilot-0-1",
+        "pid": 0,
+        "pgid": 0,
+        "payload": {"kind": "pilot"},
+        "started_at": clock.time(),
+    }
+    pool_state.save(
+        config,
+        {
+            "mode": "pilots",
+            "running": [pilot],
+            "counts": {},
+            "vacuum_codes": [],
+            "last_started_at": clock.time(),
+        },
+    )
     run_for(monitor, clock, 600)
     assert monitor.decision is None
-    pool_state.save(config, {"mode": "pilots", "running": [], "counts": {"done": 2},
-                             "vacuum_codes": [300, 300, 700], "last_started_at": clock.time() - 600})
+    pool_state.save(
+        config,
+        {
+            "mode": "pilots",
+            "running": [],
+            "counts": {"done": 2},
+            "vacuum_codes": [300, 300, 700],
+            "last_started_at": clock.time() - 600,
+        },
+    )
     run_for(monitor, clock, 295)
     assert monitor.decision is None
     run_for(monitor, clock, 10)
@@ -123,9 +169,18 @@ def test_idle_cpu_after_minimum_uptime(tmp_path, endpoint, clock, monkeypatch):
     import vmagent.monitor.sampler as sampler
 
     cpu = {"percent": 1.0}
-    monkeypatch.setattr(sampler.psutil, "cpu_percent", lambda interval=None, percpu=False: [cpu["percent"]] * 2)
-    monitor, _, _ = monitor_for(tmp_path, endpoint, clock, check_seconds=1, idle_cpu_percent=5,
-                                idle_seconds=600, idle_min_uptime_seconds=300)
+    monkeypatch.setattr(
+        sampler.psutil, "cpu_percent", lambda interval=None, percpu=False: [cpu["percent"]] * 2
+    )
+    monitor, _, _ = monitor_for(
+        tmp_path,
+        endpoint,
+        clock,
+        check_seconds=1,
+        idle_cpu_percent=5,
+        idle_seconds=600,
+        idle_min_uptime_seconds=300,
+    )
     run_for(monitor, clock, 850)  # idle from 300 s on: 550 s is not yet 600
     assert monitor.decision is None
     cpu["percent"] = 80.0
@@ -144,8 +199,13 @@ def test_failed_pipeline_halts_with_500(tmp_path, endpoint, clock):
     write_atomic(status, json.dumps({"outcome": "running", "steps": []}), 0o644)
     run_for(monitor, clock, 30)
     assert monitor.decision is None
-    write_atomic(status, json.dumps({"outcome": "failed", "steps": [{"outcome": "failed",
-                                                                      "error": {"code": "node-unfit"}}]}), 0o644)
+    write_atomic(
+        status,
+        json.dumps(
+            {"outcome": "failed", "steps": [{"outcome": "failed", "error": {"code": "node-unfit"}}]}
+        ),
+        0o644,
+    )
     run_for(monitor, clock, 3)
     assert monitor.decision.vacuum_code == 500 and "node-unfit" in monitor.decision.reason
 
@@ -161,20 +221,25 @@ def test_endpoint_instruction_is_a_policy_too(tmp_path, endpoint, clock):
     assert monitor.decision.policy == "instruction" and monitor.decision.vacuum_code == 100
 
 
-@pytest.mark.parametrize("pool,pipeline,code", [
-    ({}, "done", 300),
-    ({"counts": {"done": 1, "failed": 5}}, "done", 200),
-    ({"counts": {"failed": 2, "lost": 1}}, "done", 700),
-    ({"vacuum_codes": [700, 300, 300]}, "done", 300),
-    ({"vacuum_codes": [300, 700]}, "done", 700),
-    ({"vacuum_codes": [300, 300, 300, 200]}, "done", 200),
-    ({"vacuum_codes": [200]}, "failed", 500),
-])
+@pytest.mark.parametrize(
+    "pool,pipeline,code",
+    [
+        ({}, "done", 300),
+        ({"counts": {"done": 1, "failed": 5}}, "done", 200),
+        ({"counts": {"failed": 2, "lost": 1}}, "done", 700),
+        ({"vacuum_codes": [700, 300, 300]}, "done", 300),
+        ({"vacuum_codes": [300, 700]}, "done", 700),
+        ({"vacuum_codes": [300, 300, 300, 200]}, "done", 200),
+        ({"vacuum_codes": [200]}, "failed", 500),
+    ],
+)
 def test_vm_code_comes_from_all_slots(pool, pipeline, code):
     """The VM's vacuum code weighs every slot's result, whatever order they finished in."""
     assert vm_vacuum_code(pool, pipeline) == code
     if pool.get("vacuum_codes"):
-        assert vm_vacuum_code({"vacuum_codes": list(reversed(pool["vacuum_codes"]))}, pipeline) == code
+        assert (
+            vm_vacuum_code({"vacuum_codes": list(reversed(pool["vacuum_codes"]))}, pipeline) == code
+        )
 
 
 def test_retire_offset_is_drawn_within_the_jitter():

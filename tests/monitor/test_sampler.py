@@ -46,15 +46,45 @@ def test_slots_pilots_and_stuck_pilots(tmp_path):
     old = clock.time() - 900
     os.utime(silent / "stdout", (old, old))
     me = psutil.Process()
-    entries = [{"id": name, "pid": me.pid, "pgid": me.pid, "create_time": me.create_time(), "workdir": str(path),
-                "started_at": old, "payload": {"kind": "pilot"}} for name, path in (("p0", fresh), ("p1", silent))]
-    pool_state.save(config, {"mode": "pilots", "pid": me.pid, "running": entries, "total_cores": 8, "free_cores": 2,
-                             "total_memory_mb": 16000, "free_memory_mb": 4000, "counts": {"done": 1},
-                             "vacuum_codes": [200, 999, "x"]})
+    entries = [
+        {
+            "id": name,
+            "pid": me.pid,
+            "pgid": me.pid,
+            "create_time": me.create_time(),
+            "workdir": str(path),
+            "started_at": old,
+            "payload": {"kind": "pilot"},
+        }
+        for name, path in (("p0", fresh), ("p1", silent))
+    ]
+    pool_state.save(
+        config,
+        {
+            "mode": "pilots",
+            "pid": me.pid,
+            "running": entries,
+            "total_cores": 8,
+            "free_cores": 2,
+            "total_memory_mb": 16000,
+            "free_memory_mb": 4000,
+            "counts": {"done": 1},
+            "vacuum_codes": [200, 999, "x"],
+        },
+    )
     sample = sampler.take()
-    assert sample["slots"] == {"total_cores": 8, "free_cores": 2, "busy_cores": 6, "total_memory_mb": 16000,
-                               "free_memory_mb": 4000, "busy_memory_mb": 12000}
-    assert [(p["id"], p["stuck"], p["alive"]) for p in sample["pilots"]] == [("p0", False, True), ("p1", True, True)]
+    assert sample["slots"] == {
+        "total_cores": 8,
+        "free_cores": 2,
+        "busy_cores": 6,
+        "total_memory_mb": 16000,
+        "free_memory_mb": 4000,
+        "busy_memory_mb": 12000,
+    }
+    assert [(p["id"], p["stuck"], p["alive"]) for p in sample["pilots"]] == [
+        ("p0", False, True),
+        ("p1", True, True),
+    ]
     assert 899 <= sample["pilots"][1]["log_age"] <= 901
     assert sample["pool"]["vacuum_codes"] == [200]
     body = heartbeat(sample, instance_id="i-test", seq=2, status="running", remaining=60.0)
@@ -69,10 +99,21 @@ def test_a_reused_pid_is_not_a_live_payload(tmp_path):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         created = psutil.Process(other.pid).create_time()
-        pool_state.save(config, {"running": [
-            {"id": "same", "pid": other.pid, "pgid": other.pid, "create_time": created},
-            {"id": "reused", "pid": other.pid, "pgid": other.pid, "create_time": created - 500},
-            {"id": "gone", "pid": 2**22 + 7, "pgid": 2**22 + 7}]})
+        pool_state.save(
+            config,
+            {
+                "running": [
+                    {"id": "same", "pid": other.pid, "pgid": other.pid, "create_time": created},
+                    {
+                        "id": "reused",
+                        "pid": other.pid,
+                        "pgid": other.pid,
+                        "create_time": created - 500,
+                    },
+                    {"id": "gone", "pid": 2**22 + 7, "pgid": 2**22 + 7},
+                ]
+            },
+        )
         alive = {p["id"]: p["alive"] for p in sampler.take()["payloads"]}
         assert alive == {"same": True, "reused": False, "gone": False}
     finally:
@@ -83,11 +124,18 @@ def test_a_reused_pid_is_not_a_live_payload(tmp_path):
 def test_damaged_state_and_status_files_give_an_empty_pool(tmp_path):
     """A damaged pool state or pipeline status is read as nothing known, and the heartbeat stays valid."""
     sampler, config, _ = sampler_for(tmp_path)
-    write_atomic(pool_state.state_path(config), '{"version": 1, "running": "lots", "counts": [1], "free_cores": -3}',
-                 0o644)
+    write_atomic(
+        pool_state.state_path(config),
+        '{"version": 1, "running": "lots", "counts": [1], "free_cores": -3}',
+        0o644,
+    )
     write_atomic(config.path("pilot.status_file"), "[1, 2", 0o644)
     sample = sampler.take()
-    assert sample["payloads"] == [] and sample["slots"] is None and sample["pipeline"]["outcome"] == "unknown"
+    assert (
+        sample["payloads"] == []
+        and sample["slots"] is None
+        and sample["pipeline"]["outcome"] == "unknown"
+    )
     body = heartbeat(sample, instance_id="i-test", seq=3, status="booting", remaining=None)
     assert schemas.problems("heartbeat", body) == []
 
@@ -95,6 +143,8 @@ def test_damaged_state_and_status_files_give_an_empty_pool(tmp_path):
 def test_a_vanished_slot_manager_is_reported(tmp_path):
     """Running payloads in a state file whose slot manager is gone show up as an error code."""
     sampler, config, _ = sampler_for(tmp_path)
-    pool_state.save(config, {"pid": 2**22 + 9, "running": [{"id": "a", "pid": 2**22 + 9, "pgid": 2**22 + 9}]})
+    pool_state.save(
+        config, {"pid": 2**22 + 9, "running": [{"id": "a", "pid": 2**22 + 9, "pgid": 2**22 + 9}]}
+    )
     body = heartbeat(sampler.take(), instance_id="i-test", seq=1, status="running", remaining=None)
     assert body["errors"] == ["slot-manager-gone"]

@@ -19,10 +19,18 @@ def test_default_commands_map_and_report():
     """DIRAC's default command list maps onto vmagent's; RegisterPilot is reported as without equivalent."""
     text, report = convert_file(FIXTURE)
     config = vm_config.parse(text, "imported")
-    assert [c.name for c in config.commands] == ["check-node", "install-dirac", "configure-dirac", "setup-mjf",
-                                                 "launch"]
+    assert [c.name for c in config.commands] == [
+        "check-node",
+        "install-dirac",
+        "configure-dirac",
+        "setup-mjf",
+        "launch",
+    ]
     install = config.commands[1].options
-    assert install["version"] == "v8.0.50" and install["cvmfs_locations"][0] == "/cvmfs/example.org/dirac"
+    assert (
+        install["version"] == "v8.0.50"
+        and install["cvmfs_locations"][0] == "/cvmfs/example.org/dirac"
+    )
     assert config.commands[2].options["cs_servers"][1].startswith("dips://cs2")
     assert any(line.startswith("RegisterPilot: no vmagent equivalent") for line in report)
 
@@ -48,9 +56,17 @@ def test_unknown_vo_is_a_clear_error():
 def test_cli_writes_a_checkable_config(tmp_path):
     """'vmagent pilot import-dirac' writes a file that check-config accepts, and prints the report."""
     out = tmp_path / "vmagent.yaml"
-    done = subprocess.run([sys.executable, "-m", "vmagent", "pilot", "import-dirac", FIXTURE, "-o", str(out)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "vmagent", "pilot", "import-dirac", FIXTURE, "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and "import-dirac: RegisterPilot" in done.stderr
-    checked = subprocess.run([sys.executable, "-m", "vmagent", "check-config", str(out)], capture_output=True,
-                             text=True, timeout=60)
+    checked = subprocess.run(
+        [sys.executable, "-m", "vmagent", "check-config", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert checked.returncode == 0, checked.stderr

@@ -41,7 +41,9 @@ def test_abort_records_command_code_and_stderr_tail(tmp_path, clock):
 
 def test_continue_runs_later_steps(tmp_path, clock):
     """A step with on_failure: continue fails without stopping the steps after it."""
-    config = make_config(tmp_path, [step("raise SystemExit(1)", on_failure="continue"), step("print('after')")])
+    config = make_config(
+        tmp_path, [step("raise SystemExit(1)", on_failure="continue"), step("print('after')")]
+    )
     status = Runner(config, clock=clock).run()
     assert [s.outcome for s in status.steps] == ["failed", "ok"]
     assert status.outcome == "degraded"
@@ -50,8 +52,10 @@ def test_continue_runs_later_steps(tmp_path, clock):
 def test_retries_back_off_doubling(tmp_path, clock):
     """A step that fails twice then succeeds is retried with doubling backoff on the injected clock."""
     marker = tmp_path / "count"
-    code = (f"import pathlib,sys; p=pathlib.Path({str(marker)!r}); n=int(p.read_text()) if p.exists() else 0;"
-            "p.write_text(str(n+1)); sys.exit(0 if n >= 2 else 1)")
+    code = (
+        f"import pathlib,sys; p=pathlib.Path({str(marker)!r}); n=int(p.read_text()) if p.exists() else 0;"
+        "p.write_text(str(n+1)); sys.exit(0 if n >= 2 else 1)"
+    )
     config = make_config(tmp_path, [step(code, retries=3, backoff=2)])
     status = Runner(config, clock=clock).run()
     assert status.steps[0].outcome == "ok" and status.steps[0].attempts == 3
@@ -61,8 +65,10 @@ def test_retries_back_off_doubling(tmp_path, clock):
 def test_timeout_kills_child_and_grandchild(tmp_path, clock):
     """A step past its timeout is stopped with its whole process group: no grandchild survives."""
     pidfile = tmp_path / "grandchild.pid"
-    code = (f"import subprocess,sys,time; p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)']);"
-            f"open({str(pidfile)!r},'w').write(str(p.pid)); time.sleep(60)")
+    code = (
+        f"import subprocess,sys,time; p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)']);"
+        f"open({str(pidfile)!r},'w').write(str(p.pid)); time.sleep(60)"
+    )
     config = make_config(tmp_path, [step(code, timeout=1.5)])
     started = time.monotonic()
     with pytest.raises(PipelineFailed):
@@ -71,7 +77,10 @@ def test_timeout_kills_child_and_grandchild(tmp_path, clock):
     assert status_of(tmp_path)["steps"][0]["error"]["code"] == "timeout"
     grandchild = int(pidfile.read_text())
     deadline = time.monotonic() + 5
-    while psutil.pid_exists(grandchild) and psutil.Process(grandchild).status() != psutil.STATUS_ZOMBIE:
+    while (
+        psutil.pid_exists(grandchild)
+        and psutil.Process(grandchild).status() != psutil.STATUS_ZOMBIE
+    ):
         assert time.monotonic() < deadline, "grandchild survived the timeout"
         time.sleep(0.1)
 
@@ -84,15 +93,21 @@ def test_once_per_instance_skips_on_second_run(tmp_path, clock):
     Runner(config, clock=clock).run()
     second = Runner(config, clock=clock).run()
     assert counter.read_text() == "x"
-    assert second.steps[0].outcome == "skipped" and "already done for instance i-test" in second.steps[0].reason
+    assert (
+        second.steps[0].outcome == "skipped"
+        and "already done for instance i-test" in second.steps[0].reason
+    )
     Runner(config, clock=clock, instance_id="i-other").run()
     assert counter.read_text() == "xx"
 
 
 def test_env_and_facts_flow_to_later_steps(tmp_path, clock):
     """Configured env and JSON facts of one step reach later steps and the env file."""
-    first = {"name": "exec", "env": {"SITE_FLAVOUR": "big"},
-             "options": {"argv": [PY, "-c", "print('{\"answer\": 42}')"], "facts": "json"}}
+    first = {
+        "name": "exec",
+        "env": {"SITE_FLAVOUR": "big"},
+        "options": {"argv": [PY, "-c", "print('{\"answer\": 42}')"], "facts": "json"},
+    }
     second = step("import os,sys; sys.exit(0 if os.environ.get('SITE_FLAVOUR') == 'big' else 5)")
     status = Runner(make_config(tmp_path, [first, second]), clock=clock).run()
     assert status.outcome == "ok" and status.steps[0].facts == {"answer": 42}
@@ -102,7 +117,9 @@ def test_env_and_facts_flow_to_later_steps(tmp_path, clock):
 
 def test_skip_keeps_step_with_reason(tmp_path, clock):
     """A step configured with skip is recorded as skipped with that reason and not run."""
-    status = Runner(make_config(tmp_path, [step("raise SystemExit(1)", skip="not here")]), clock=clock).run()
+    status = Runner(
+        make_config(tmp_path, [step("raise SystemExit(1)", skip="not here")]), clock=clock
+    ).run()
     assert status.steps[0].outcome == "skipped" and status.steps[0].reason == "not here"
 
 
@@ -122,4 +139,7 @@ def test_crashing_command_is_a_failed_step_not_a_traceback(tmp_path, clock, monk
         Runner(config, clock=clock).run()
     assert "command-crashed" in failed.value.message
     error = status_of(tmp_path)["steps"][0]["error"]
-    assert error["code"] == "command-crashed" and "ZeroDivisionError: bug in a plugin" in error["message"]
+    assert (
+        error["code"] == "command-crashed"
+        and "ZeroDivisionError: bug in a plugin" in error["message"]
+    )

@@ -7,10 +7,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vmagent.pool_ce.allocator import AllocationError, Allocator
-from vmagent.pool_ce.masonry import Backfill, Fifo, Greedy, PoolView, RunningPayload, RuntimeLearner, WaitingPayload
+from vmagent.pool_ce.masonry import (
+    Backfill,
+    Fifo,
+    Greedy,
+    PoolView,
+    RunningPayload,
+    RuntimeLearner,
+    WaitingPayload,
+)
 
-events = st.lists(st.tuples(st.sampled_from(["start", "finish", "crash", "drain", "adopt"]),
-                            st.integers(0, 9), st.integers(1, 8), st.integers(0, 4000)), max_size=60)
+events = st.lists(
+    st.tuples(
+        st.sampled_from(["start", "finish", "crash", "drain", "adopt"]),
+        st.integers(0, 9),
+        st.integers(1, 8),
+        st.integers(0, 4000),
+    ),
+    max_size=60,
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -40,7 +55,9 @@ def test_never_over_allocates_or_leaks(sequence):
         assert len(busy) == len(set(busy)), "a CPU is double-booked"
         assert alloc.free_cores == 8 - len(busy) >= 0
         assert alloc.free_memory_mb == 8000 - sum(m for _, m in model.values()) >= 0
-        assert {k: set(v[0]) for k, v in alloc.held().items()} == {k: v[0] for k, v in model.items()}
+        assert {k: set(v[0]) for k, v in alloc.held().items()} == {
+            k: v[0] for k, v in model.items()
+        }
 
 
 def test_drain_refuses_new_work_but_releases():
@@ -55,8 +72,16 @@ def test_drain_refuses_new_work_but_releases():
 
 
 def view(waiting, running=(), free=4, total=4, shutdown=None, now=0.0):
-    return PoolView(now, shutdown, total, 16000, free, 16000 - sum(r.memory_mb for r in running),
-                    tuple(running), tuple(waiting))
+    return PoolView(
+        now,
+        shutdown,
+        total,
+        16000,
+        free,
+        16000 - sum(r.memory_mb for r in running),
+        tuple(running),
+        tuple(waiting),
+    )
 
 
 def wait(pid, cores, runtime, memory=0):
@@ -96,10 +121,12 @@ def test_learner_corrects_poor_estimates():
 def test_near_shutdown_likeliest_to_finish_first():
     """Near the shutdown, payloads sure to finish go in priority order, then the likeliest of the rest."""
     spread = tuple(float(s) for s in range(100, 1100, 100))  # 100 s .. 1000 s, ten samples
-    waiting = [WaitingPayload("unlikely", 1, 0, 500, 0.0, "k", tuple(s * 3 for s in spread)),  # 1 in 10
-               WaitingPayload("even", 1, 0, 500, 0.0, "k", tuple(s * 1.2 for s in spread)),  # 4 in 10
-               WaitingPayload("sure", 1, 0, 100, 0.0, "k", tuple(s / 2 for s in spread)),  # all
-               WaitingPayload("likely", 1, 0, 300, 0.0, "k", tuple(s * 0.8 for s in spread))]  # 6 in 10
+    waiting = [
+        WaitingPayload("unlikely", 1, 0, 500, 0.0, "k", tuple(s * 3 for s in spread)),  # 1 in 10
+        WaitingPayload("even", 1, 0, 500, 0.0, "k", tuple(s * 1.2 for s in spread)),  # 4 in 10
+        WaitingPayload("sure", 1, 0, 100, 0.0, "k", tuple(s / 2 for s in spread)),  # all
+        WaitingPayload("likely", 1, 0, 300, 0.0, "k", tuple(s * 0.8 for s in spread)),
+    ]  # 6 in 10
     policy = Backfill(confident=0.9, hopeful=0.3)
     decided = policy.decide(view(waiting, free=4, shutdown=500.0))
     assert decided == ["sure", "likely", "even"]
@@ -110,8 +137,13 @@ def test_near_shutdown_likeliest_to_finish_first():
 def test_end_game_goes_longest_first_without_reserving():
     """With less time left than the median estimate, likely payloads go longest first, nothing reserved."""
     running = [RunningPayload("r", 3, 0, 0.0, 500.0)]
-    waiting = [wait("whole", 4, 300), wait("short", 1, 100), wait("mid", 1, 500), wait("long", 1, 650),
-               *(wait(f"too-long-{i}", 1, 1000 + 100 * i) for i in range(4))]
+    waiting = [
+        wait("whole", 4, 300),
+        wait("short", 1, 100),
+        wait("mid", 1, 500),
+        wait("long", 1, 650),
+        *(wait(f"too-long-{i}", 1, 1000 + 100 * i) for i in range(4)),
+    ]
     end = view(waiting, running, free=1, shutdown=750.0)  # median estimate 825 s, 750 s left
     assert not Backfill().in_end_game(view(waiting, running, free=1, shutdown=2000.0))
     assert Backfill().in_end_game(end) and not Backfill(end_game=0).in_end_game(end)
@@ -126,7 +158,9 @@ def test_overrunning_payload_is_expected_to_need_more_time():
     running = [RunningPayload("late", 2, 0, 0.0, 1000.0)]
     waiting = [wait("whole", 4, 100), wait("mid", 1, 400), wait("long", 1, 900)]
     # at t=2000 'late' has run 2000 s, 1000 s over: expected to end at 2500, so 'mid' (ends 2400) fits
-    assert Backfill(overrun_fraction=0.25).decide(view(waiting, running, free=2, now=2000.0)) == ["mid"]
+    assert Backfill(overrun_fraction=0.25).decide(view(waiting, running, free=2, now=2000.0)) == [
+        "mid"
+    ]
 
 
 def test_running_payload_end_follows_its_spread_and_run_so_far():
@@ -136,8 +170,12 @@ def test_running_payload_end_follows_its_spread_and_run_so_far():
     policy = Backfill(running_quantile=0.5)
     assert policy.expected_end(0.0, running) == 600.0  # the median of all ten
     assert policy.expected_end(650.0, running) == 900.0  # 700 .. 1000 are left
-    assert policy.expected_end(1200.0, running) == 1500.0  # past all of them: a further quarter of its run
-    assert Backfill().expected_end(200.0, RunningPayload("r", 1, 0, 0.0, 300.0)) == 300.0  # no spread
+    assert (
+        policy.expected_end(1200.0, running) == 1500.0
+    )  # past all of them: a further quarter of its run
+    assert (
+        Backfill().expected_end(200.0, RunningPayload("r", 1, 0, 0.0, 300.0)) == 300.0
+    )  # no spread
 
 
 def test_reservation_uses_what_is_now_known_of_running_payloads():

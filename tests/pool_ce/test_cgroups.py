@@ -46,13 +46,17 @@ def test_payload_group_limits_memory_and_reports_usage(tmp_path):
     group = groups.create("a/b", 100)
     assert group == str(base / "payload-a_b")  # ids are made safe as one path component
     assert (base / "payload-a_b/memory.max").read_text() == str(100 * 2**20)
-    assert (Path(groups.create("unlimited", None)) / "memory.max").read_text() == "max"  # a group all the same
+    assert (
+        Path(groups.create("unlimited", None)) / "memory.max"
+    ).read_text() == "max"  # a group all the same
     assert (base / "payload-a_b/memory.swap.max").read_text() == "0"
     assert (base / "payload-a_b/memory.oom.group").read_text() == "1"
     assert groups.usage("a/b") == {"peak_bytes": None, "oom_kills": None, "cpu_usec": None}
     (base / "payload-a_b/memory.peak").write_text("123456\n")
     (base / "payload-a_b/memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
-    (base / "payload-a_b/cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n")
+    (base / "payload-a_b/cpu.stat").write_text(
+        "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n"
+    )
     assert groups.usage("a/b") == {"peak_bytes": 123456, "oom_kills": 1, "cpu_usec": 2500000}
 
 
@@ -66,14 +70,19 @@ def test_sweep_removes_groups_of_payloads_no_longer_running(tmp_path):
     assert sorted(p.name for p in base.iterdir() if p.is_dir()) == ["payload-kept", "supervisor"]
 
 
-@pytest.mark.parametrize("case,expected", [
-    ("v1", "no cgroup v2 hierarchy"),
-    ("no-memory", "memory controller is not available"),
-    ("busy", "cannot manage"),
-])
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("v1", "no cgroup v2 hierarchy"),
+        ("no-memory", "memory controller is not available"),
+        ("busy", "cannot manage"),
+    ],
+)
 def test_unusable_hierarchies_say_why(tmp_path, case, expected):
     """cgroup v1/hybrid systems, groups without the memory controller or not ours give a reason, not a crash."""
-    mount, base, proc = hierarchy(tmp_path, controllers="cpu pids" if case == "no-memory" else "cpu memory pids")
+    mount, base, proc = hierarchy(
+        tmp_path, controllers="cpu pids" if case == "no-memory" else "cpu memory pids"
+    )
     if case == "v1":
         proc.write_text("4:memory:/user.slice\n")
     if case == "busy":  # the kernel refuses subtree_control while other processes share the group
@@ -100,14 +109,21 @@ def test_as_root_payload_groups_live_beside_systemds_slices(tmp_path, monkeypatc
     (so systemd can restart its unit while payloads run)."""
     mount, base, proc = hierarchy(tmp_path)
     monkeypatch.setattr(cgroups.os, "geteuid", lambda: 0)
-    for level in (mount, mount / "vmagent", mount / "vmagent/i-1_a"):  # the kernel creates these files
+    for level in (
+        mount,
+        mount / "vmagent",
+        mount / "vmagent/i-1_a",
+    ):  # the kernel creates these files
         level.mkdir(exist_ok=True)
         (level / "cgroup.subtree_control").write_text("cpu\n")
     groups = cgroups.PayloadGroups.setup("i-1/a", str(mount), str(proc))
     assert groups.base == str(mount / "vmagent/i-1_a")
     for level in (mount, mount / "vmagent", mount / "vmagent/i-1_a"):
         assert (level / "cgroup.subtree_control").read_text() == "+memory"
-    assert not (base / "supervisor").exists() and (base / "cgroup.procs").read_text() == f"{os.getpid()}\n"
+    assert (
+        not (base / "supervisor").exists()
+        and (base / "cgroup.procs").read_text() == f"{os.getpid()}\n"
+    )
 
 
 def test_without_root_the_own_delegated_group_is_used(tmp_path, monkeypatch):
@@ -129,5 +145,8 @@ def test_started_in_the_supervisor_leaf_its_parent_holds_the_payloads(tmp_path, 
     groups = cgroups.PayloadGroups.setup("i-1", str(mount), str(proc))
     assert groups.base == str(service)
     assert (service / "cgroup.subtree_control").read_text() == "+memory"
-    assert not (leaf / "supervisor").exists() and (leaf / "cgroup.procs").read_text() == f"{os.getpid()}\n"
+    assert (
+        not (leaf / "supervisor").exists()
+        and (leaf / "cgroup.procs").read_text() == f"{os.getpid()}\n"
+    )
     assert groups.path("p1") == str(service / "payload-p1")

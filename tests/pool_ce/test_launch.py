@@ -26,5 +26,7 @@ def test_without_systemd_or_unit_a_detached_process(tmp_path):
     assert len(runs(actions)) == 1 and runs(actions)[0].endswith("pool run &")
     (tmp_path / "etc/systemd/system").mkdir(parents=True)
     (tmp_path / "etc/systemd/system/vmagent-slots.service").write_text("[Service]\n")
-    _, actions = run_command(Launch(), make_config(str(tmp_path)), {"systemd_unit": None}, dry_run=True)
+    _, actions = run_command(
+        Launch(), make_config(str(tmp_path)), {"systemd_unit": None}, dry_run=True
+    )
     assert runs(actions)[0].endswith("pool run &")

@@ -21,15 +21,33 @@ from vmagent.errors import CommandFailed
 from vmagent.pool_ce.sources.spool import MAX_BYTES, MAX_DEPTH, SpoolSource
 
 DEADLINE = 60  # seconds: generous for a loaded 2-core machine; only ever a limit, never a measure
-CAPACITY = {"free_cores": 4, "free_memory_mb": 4000, "remaining_seconds": 10**6, "total_cores": 4,
-            "total_memory_mb": 4000}
+CAPACITY = {
+    "free_cores": 4,
+    "free_memory_mb": 4000,
+    "remaining_seconds": 10**6,
+    "total_cores": 4,
+    "total_memory_mb": 4000,
+}
 
 
 def write_config(tmp_path: Path, **slots) -> str:
     path = tmp_path / "vmagent.yaml"
-    settings_ = {"cores": 4, "memory_mb": 4000, "poll_seconds": 0.3, "memory_limit": "none", **slots}
-    path.write_text(yaml.safe_dump({"instance": {"id": "i-spool"}, "paths": {"root": str(tmp_path / "root")},
-                                    "slots": settings_}))
+    settings_ = {
+        "cores": 4,
+        "memory_mb": 4000,
+        "poll_seconds": 0.3,
+        "memory_limit": "none",
+        **slots,
+    }
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "instance": {"id": "i-spool"},
+                "paths": {"root": str(tmp_path / "root")},
+                "slots": settings_,
+            }
+        )
+    )
     return str(path)
 
 
@@ -60,6 +78,7 @@ def touch(path: Path, when: float) -> None:
 
 # --- hostile entries: each makes incoming/<name> below the spool ``root``, returns what its reason names ---
 
+
 def directory(root: Path, name: str, when: float) -> str:
     made = root / f"made-{name}"
     made.mkdir()
@@ -82,7 +101,11 @@ def deep_json(root: Path, name: str, when: float) -> str:
 
 def oversized(root: Path, name: str, when: float) -> str:
     # valid by the payload schema, and would run today: only its size is wrong
-    put(root / "incoming" / name, {"id": f"huge-{name}", "command": ["/bin/true"] + ["x" * 60000] * 40}, when)
+    put(
+        root / "incoming" / name,
+        {"id": f"huge-{name}", "command": ["/bin/true"] + ["x" * 60000] * 40},
+        when,
+    )
     return f"more than the {MAX_BYTES} bytes allowed"
 
 
@@ -108,12 +131,18 @@ def dangling(root: Path, name: str, when: float) -> str:
 
 
 def too_much_memory(root: Path, name: str, when: float) -> str:
-    put(root / "incoming" / name, {"id": f"fat-{name}", "memory_mb": 5000, "command": ["/bin/true"]}, when)
+    put(
+        root / "incoming" / name,
+        {"id": f"fat-{name}", "memory_mb": 5000, "command": ["/bin/true"]},
+        when,
+    )
     return "asks for 5000 MB of memory; this VM has 4000 MB"
 
 
 def too_many_cores(root: Path, name: str, when: float) -> str:
-    put(root / "incoming" / name, {"id": f"wide-{name}", "cores": 8, "command": ["/bin/true"]}, when)
+    put(
+        root / "incoming" / name, {"id": f"wide-{name}", "cores": 8, "command": ["/bin/true"]}, when
+    )
     return "asks for 8 cores; this VM has 4"
 
 
@@ -129,8 +158,19 @@ def duplicate_of_finished(root: Path, name: str, when: float) -> str:
     return f"duplicate payload id old-{name}, first seen in results/old-{name}.json"
 
 
-CASES = [directory, fifo, deep_json, oversized, symlink_out, symlink_in, dangling, too_much_memory,
-         too_many_cores, duplicate_in_one_offer, duplicate_of_finished]
+CASES = [
+    directory,
+    fifo,
+    deep_json,
+    oversized,
+    symlink_out,
+    symlink_in,
+    dangling,
+    too_much_memory,
+    too_many_cores,
+    duplicate_in_one_offer,
+    duplicate_of_finished,
+]
 
 
 def reason_of(root: Path, name: str = "bad.json") -> str:
@@ -139,8 +179,13 @@ def reason_of(root: Path, name: str = "bad.json") -> str:
 
 
 def run_until_idle(cfg: str) -> subprocess.CompletedProcess:
-    child = subprocess.Popen([sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run", "--exit-when-idle"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run", "--exit-when-idle"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = child.communicate(timeout=DEADLINE)
     except subprocess.TimeoutExpired:
@@ -186,8 +231,12 @@ def test_running_slot_manager_survives_a_mix_and_stops_on_sigterm(tmp_path):
         (root / sub).mkdir(parents=True, exist_ok=True)
     now = time.time()
     log = open(tmp_path / "stderr", "w")
-    child = subprocess.Popen([sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run"],
-                             stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run"],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        start_new_session=True,
+    )
     reasons = {}
     try:
         # the bad entries arrive while it runs, each followed by a good payload
@@ -215,6 +264,7 @@ def test_running_slot_manager_survives_a_mix_and_stops_on_sigterm(tmp_path):
 
 
 # --- the source on its own ---------------------------------------------------------------------------------
+
 
 def source(tmp_path: Path) -> SpoolSource:
     return SpoolSource(vmconfig.load(write_config(tmp_path)))
@@ -264,7 +314,9 @@ def test_claim_keeps_an_earlier_claimed_file_of_the_same_name(tmp_path):
     put(root / "incoming/job.json", good("later"), time.time())
     [offered] = spooled.offer(CAPACITY)
     assert spooled.claim(offered)
-    ids = sorted(json.loads((root / "claimed" / n).read_text())["id"] for n in os.listdir(root / "claimed"))
+    ids = sorted(
+        json.loads((root / "claimed" / n).read_text())["id"] for n in os.listdir(root / "claimed")
+    )
     assert ids == ["earlier", "later"]
 
 
@@ -275,16 +327,33 @@ def test_duplicate_of_a_claimed_payload_is_rejected(tmp_path):
     spooled = source(tmp_path)
     put(root / "incoming/again.json", good("busy"), time.time())
     assert spooled.offer(CAPACITY) == []
-    assert "duplicate payload id busy, first seen in claimed/taken-by-name.json" in reason_of(root, "again.json")
+    assert "duplicate payload id busy, first seen in claimed/taken-by-name.json" in reason_of(
+        root, "again.json"
+    )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.one_of(st.binary(max_size=300),
-                 st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                              lambda inner: st.lists(inner, max_size=4)
-                              | st.dictionaries(st.sampled_from(["id", "command", "cores", "memory_mb", "env",
-                                                                 "whole_node", "x"]), inner, max_size=4),
-                              max_leaves=12).map(lambda doc: json.dumps(doc).encode())))
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(
+                        ["id", "command", "cores", "memory_mb", "env", "whole_node", "x"]
+                    ),
+                    inner,
+                    max_size=4,
+                )
+            ),
+            max_leaves=12,
+        ).map(lambda doc: json.dumps(doc).encode()),
+    )
+)
 def test_garbage_is_offered_or_rejected_never_raised(tmp_path, data):
     """Whatever bytes a spool file holds, offer answers: the file is offered as valid or moved to rejected/."""
     root = spool(tmp_path)
@@ -304,9 +373,11 @@ def test_huge_integers_and_non_finite_numbers_are_rejected(tmp_path):
     """Numbers JSON cannot hold (NaN, Infinity) or too long to convert cheaply are reasons to reject."""
     spooled = source(tmp_path)
     root = spool(tmp_path)
-    texts = {"nan.json": '{"id": "n", "command": ["x"], "wall_limit_seconds": NaN}',
-             "inf.json": '{"id": "i", "command": ["x"], "wall_limit_seconds": Infinity}',
-             "long.json": '{"id": "l", "command": ["x"], "cores": ' + "9" * 100_000 + "}"}
+    texts = {
+        "nan.json": '{"id": "n", "command": ["x"], "wall_limit_seconds": NaN}',
+        "inf.json": '{"id": "i", "command": ["x"], "wall_limit_seconds": Infinity}',
+        "long.json": '{"id": "l", "command": ["x"], "cores": ' + "9" * 100_000 + "}",
+    }
     for name, text in texts.items():
         place(root / "incoming" / name, text, time.time())
     assert spooled.offer(CAPACITY) == []

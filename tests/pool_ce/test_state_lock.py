@@ -15,14 +15,24 @@ DEADLINE = 60
 
 def make_config(tmp_path):
     path = tmp_path / "vmagent.yaml"
-    path.write_text(yaml.safe_dump({"instance": {"id": "i-lock"}, "paths": {"root": str(tmp_path / "root")},
-                                    "slots": {"cores": 1, "memory_mb": 1000, "poll_seconds": 0.5}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "instance": {"id": "i-lock"},
+                "paths": {"root": str(tmp_path / "root")},
+                "slots": {"cores": 1, "memory_mb": 1000, "poll_seconds": 0.5},
+            }
+        )
+    )
     return str(path)
 
 
 def pool_run(cfg, *extra, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run", *extra],
-                            start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run", *extra],
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 def state_pid(state_file):
@@ -41,10 +51,14 @@ def test_second_slot_manager_on_the_same_state_directory_exits(tmp_path):
     try:
         deadline = time.monotonic() + DEADLINE
         while state_pid(pool / "state.json") != first.pid:
-            assert time.monotonic() < deadline and first.poll() is None, "the first slot manager never got ready"
+            assert time.monotonic() < deadline and first.poll() is None, (
+                "the first slot manager never got ready"
+            )
             time.sleep(0.05)
         before = (pool / "state.json").read_bytes()
-        second = pool_run(cfg, "--exit-when-idle", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        second = pool_run(
+            cfg, "--exit-when-idle", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         out, err = second.communicate(timeout=DEADLINE)
         assert second.returncode == 1, (second.returncode, out, err)
         assert str(first.pid) in err and str(pool) in err, err
@@ -53,6 +67,10 @@ def test_second_slot_manager_on_the_same_state_directory_exits(tmp_path):
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(DEADLINE) == 0
-    third = subprocess.run([sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run", "--exit-when-idle"],
-                           capture_output=True, text=True, timeout=DEADLINE)
+    third = subprocess.run(
+        [sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run", "--exit-when-idle"],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
     assert third.returncode == 0, third.stderr

@@ -27,16 +27,29 @@ DEADLINE = 90
 
 def make_config(tmp_path, name):
     path = tmp_path / "vmagent.yaml"
-    path.write_text(yaml.safe_dump({"instance": {"id": f"i-{name}"}, "paths": {"root": str(tmp_path / "root")},
-                                    "slots": {"cores": 2, "memory_mb": 4000, "poll_seconds": 0.5,
-                                              "exit_when_idle": True}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "instance": {"id": f"i-{name}"},
+                "paths": {"root": str(tmp_path / "root")},
+                "slots": {
+                    "cores": 2,
+                    "memory_mb": 4000,
+                    "poll_seconds": 0.5,
+                    "exit_when_idle": True,
+                },
+            }
+        )
+    )
     return str(path)
 
 
 def vmagent(cfg, *args, log=None):
     argv = [sys.executable, "-m", "vmagent", "-c", cfg, *args]
     if log is None:
-        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
     with open(log, "ab") as out:  # the child keeps its own copy
         return subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
 
@@ -68,7 +81,11 @@ def paths(tmp_path):
 
 def results(tmp_path):
     found = paths(tmp_path)[1]
-    return {r["id"]: r for r in map(json.loads, found.read_text().splitlines())} if found.exists() else {}
+    return (
+        {r["id"]: r for r in map(json.loads, found.read_text().splitlines())}
+        if found.exists()
+        else {}
+    )
 
 
 def running_ids(tmp_path):
@@ -99,8 +116,12 @@ def test_truncated_state_adopts_the_running_payload_and_keeps_its_cpus(tmp_path)
     submit(cfg, tmp_path, [waiter("long", go)])
     state_file, _, work = paths(tmp_path)
     text = json.dumps(kill_first_manager(tmp_path, cfg, ["long"]))
-    state_file.write_text(text[: len(text) // 2])  # what a crash in the middle of a plain write leaves
-    submit(cfg, tmp_path, [{"id": "short", "cores": 1, "command": [sys.executable, "-c", WAITER, "/"]}])
+    state_file.write_text(
+        text[: len(text) // 2]
+    )  # what a crash in the middle of a plain write leaves
+    submit(
+        cfg, tmp_path, [{"id": "short", "cores": 1, "command": [sys.executable, "-c", WAITER, "/"]}]
+    )
     log = tmp_path / "second.log"
     second = vmagent(cfg, "pool", "run", log=log)
     wait_for(lambda: (work / "short/out.json").exists(), "the short payload")
@@ -109,7 +130,10 @@ def test_truncated_state_adopts_the_running_payload_and_keeps_its_cpus(tmp_path)
     long_ran = json.loads((work / "long/out.json").read_text())
     short_ran = json.loads((work / "short/out.json").read_text())
     assert not set(long_ran["cpus"]) & set(short_ran["cpus"]), (long_ran, short_ran)
-    assert {k: r["outcome"] for k, r in results(tmp_path).items()} == {"long": "done", "short": "done"}
+    assert {k: r["outcome"] for k, r in results(tmp_path).items()} == {
+        "long": "done",
+        "short": "done",
+    }
     assert "state.json" in log_text(log) and "ERROR" in log_text(log), log_text(log)
     assert list(state_file.parent.glob("state.json.bad-*"))
 
@@ -125,17 +149,24 @@ def test_payload_of_unknown_cpus_blocks_every_core_until_it_ends(tmp_path):
     state_file.write_text("\x00" * 64)
     for pidfile in (tmp_path / "root/var/lib/vmagent/pool/payloads").glob("*.json"):
         pidfile.unlink()  # as if the slot manager died between starting it and writing its pid file
-    submit(cfg, tmp_path, [{"id": "short", "cores": 1, "command": [sys.executable, "-c", WAITER, "/"]}])
+    submit(
+        cfg, tmp_path, [{"id": "short", "cores": 1, "command": [sys.executable, "-c", WAITER, "/"]}]
+    )
     log = tmp_path / "second.log"
     second = vmagent(cfg, "pool", "run", log=log)
-    wait_for(lambda: (work / "short/out.json").exists() or "CPUs unknown" in log_text(log),
-             "the short payload or the slot manager holding back")
+    wait_for(
+        lambda: (work / "short/out.json").exists() or "CPUs unknown" in log_text(log),
+        "the short payload or the slot manager holding back",
+    )
     go.touch()
     assert second.wait(DEADLINE) == 0, log_text(log)
     long_ran = json.loads((work / "long/out.json").read_text())
     short_ran = json.loads((work / "short/out.json").read_text())
     assert short_ran["start"] >= long_ran["end"], (long_ran, short_ran)
-    assert {k: r["outcome"] for k, r in results(tmp_path).items()} == {"long": "done", "short": "done"}
+    assert {k: r["outcome"] for k, r in results(tmp_path).items()} == {
+        "long": "done",
+        "short": "done",
+    }
 
 
 def test_payloads_gone_while_the_state_was_lost_are_reported(tmp_path):
@@ -163,7 +194,9 @@ def test_wrongly_typed_state_does_not_crash_the_unit(tmp_path):
     cfg = make_config(tmp_path, "recover-d")
     state_file, _, _ = paths(tmp_path)
     state_file.parent.mkdir(parents=True)
-    state_file.write_text(json.dumps({"version": 1, "running": 5, "held": "x", "counts": {"done": "many"}}))
+    state_file.write_text(
+        json.dumps({"version": 1, "running": 5, "held": "x", "counts": {"done": "many"}})
+    )
     submit(cfg, tmp_path, [{"id": "after", "cores": 1, "command": ["/bin/true"]}])
     log = tmp_path / "run.log"
     assert vmagent(cfg, "pool", "run", log=log).wait(DEADLINE) == 0, log_text(log)
@@ -175,9 +208,19 @@ def test_wrongly_typed_state_does_not_crash_the_unit(tmp_path):
 def test_state_entries_are_validated_one_by_one(tmp_path):
     """read keeps the valid running entries and drops one with a string pid, naming it."""
     cfg = make_config(tmp_path, "recover-e")
-    good = {"id": "a", "payload": {"id": "a", "command": ["true"]}, "cores": 1, "slots": [0], "cpus": [0],
-            "memory_mb": 0, "pid": 4242, "pgid": 4242, "started_at": 1.0, "estimated_end": 2.0,
-            "workdir": "/scratch/payloads/a"}
+    good = {
+        "id": "a",
+        "payload": {"id": "a", "command": ["true"]},
+        "cores": 1,
+        "slots": [0],
+        "cpus": [0],
+        "memory_mb": 0,
+        "pid": 4242,
+        "pgid": 4242,
+        "started_at": 1.0,
+        "estimated_end": 2.0,
+        "workdir": "/scratch/payloads/a",
+    }
     bad = dict(good, id="b", payload={"id": "b", "command": ["true"]}, pid="4243")
     state_file = paths(tmp_path)[0]
     state_file.parent.mkdir(parents=True)
@@ -212,9 +255,13 @@ def test_status_names_what_is_wrong_with_the_state_file(tmp_path):
     cfg = make_config(tmp_path, "recover-f")
     state_file = paths(tmp_path)[0]
     state_file.parent.mkdir(parents=True)
-    state_file.write_text("{\"version\": 1, \"running\": [")
-    done = subprocess.run([sys.executable, "-m", "vmagent", "-c", cfg, "pool", "status"], capture_output=True,
-                          text=True, timeout=60)
+    state_file.write_text('{"version": 1, "running": [')
+    done = subprocess.run(
+        [sys.executable, "-m", "vmagent", "-c", cfg, "pool", "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert "state.json" in done.stderr and "not readable as JSON" in done.stderr, done.stderr
 

@@ -25,11 +25,18 @@ from .web import Manager, json
 
 log = logging.getLogger("vmagent.manager")
 Scope = MutableMapping[str, Any]
-ASGI = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+ASGI = Callable[
+    [Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]
+]
 
 
-def create_app(settings: Settings, *, clock: Optional[Clock] = None, engine: Optional[Engine] = None,
-               sweep: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Optional[Clock] = None,
+    engine: Optional[Engine] = None,
+    sweep: bool = True,
+) -> FastAPI:
     """The application for ``settings``; tables are created if missing."""
     engine = engine or db.make_engine(settings.db_url)
     db.create_all(engine)
@@ -41,15 +48,22 @@ def create_app(settings: Settings, *, clock: Optional[Clock] = None, engine: Opt
         sweeper = Sweeper(engine, settings, clock.time) if sweep else None
         if sweeper:
             sweeper.start()
-        log.info("manager ready: %s, database %s", settings.url or "(no url)",
-                 engine.url.render_as_string(hide_password=True))
+        log.info(
+            "manager ready: %s, database %s",
+            settings.url or "(no url)",
+            engine.url.render_as_string(hide_password=True),
+        )
         yield
         if sweeper:
             sweeper.stop()
 
-    app = FastAPI(title="vmagent manager", version=__version__, lifespan=lifespan,
-                  description="Reference central manager for vmagent VMs: registry, heartbeats, "
-                              "instructions, payload queue, accounting. All routes under /api/v1.")
+    app = FastAPI(
+        title="vmagent manager",
+        version=__version__,
+        lifespan=lifespan,
+        description="Reference central manager for vmagent VMs: registry, heartbeats, "
+        "instructions, payload queue, accounting. All routes under /api/v1.",
+    )
     app.state.manager = state
     app.include_router(routes_vm.router)
     app.include_router(routes_admin.router)
@@ -66,8 +80,9 @@ def create_app(settings: Settings, *, clock: Optional[Clock] = None, engine: Opt
         return RedirectResponse("/dashboard/")
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    limiter = guards.FailureLimiter(settings.auth_failures, settings.auth_failure_window,
-                                    settings.auth_tracked_addresses)
+    limiter = guards.FailureLimiter(
+        settings.auth_failures, settings.auth_failure_window, settings.auth_tracked_addresses
+    )
     app.add_middleware(guards.AuthFailureLimit, limiter=limiter, now=clock.time)
     # Outermost, so that 413 and 429 answers carry the headers too.
     app.add_middleware(guards.SecurityHeaders, tls=(settings.url or "").startswith("https:"))
@@ -88,7 +103,9 @@ def _add_errors(app: FastAPI) -> None:
     async def invalid(_request: Request, exc: RequestValidationError) -> Response:
         lines = []
         for error in exc.errors()[:10]:
-            where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body"))
+            where = ".".join(
+                str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body")
+            )
             lines.append(f"{where or '(request)'}: {error.get('msg', 'invalid')}")
         return json({"detail": "invalid request: " + "; ".join(lines)}, 422)
 
@@ -108,8 +125,12 @@ class BodyLimit:
     def __init__(self, app: ASGI, limit: int):
         self.app, self.limit = app, limit
 
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
-                       send: Callable[[Any], Awaitable[None]]) -> None:
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -133,6 +154,14 @@ class BodyLimit:
 
 async def _too_large(send: Callable[[Any], Awaitable[None]], limit: int) -> None:
     body = json({"detail": f"request body exceeds the limit of {limit} bytes"}, 413).body
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

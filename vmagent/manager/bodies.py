@@ -17,50 +17,101 @@ from ..config import apply_defaults
 
 # No control characters (CR, LF, ESC...) in names that end up in logs and on the dashboard; NUL
 # is refused for every text by web.storable, with its own message.
-NAME = {"type": "string", "maxLength": 256, "pattern": "^[^\\x01-\\x1f\\x7f]*$",
-        "description": "no control characters"}
+NAME = {
+    "type": "string",
+    "maxLength": 256,
+    "pattern": "^[^\\x01-\\x1f\\x7f]*$",
+    "description": "no control characters",
+}
 IDENT = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"}
 COUNT = {"type": "integer", "minimum": 0, "maximum": 1 << 40}
 
 LOCAL: Dict[str, Dict[str, Any]] = {
     "enrolment": {
-        "title": "enrolment request", "type": "object", "additionalProperties": False,
-        "properties": {"site": NAME, "ce": NAME, "image": NAME, "running_pod": NAME, "vo": NAME,
-                       "ttl_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 30 * 86400,
-                                       "default": 3600}},
+        "title": "enrolment request",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "site": NAME,
+            "ce": NAME,
+            "image": NAME,
+            "running_pod": NAME,
+            "vo": NAME,
+            "ttl_seconds": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 30 * 86400,
+                "default": 3600,
+            },
+        },
     },
     "register": {
-        "title": "VM registration", "type": "object", "additionalProperties": False,
+        "title": "VM registration",
+        "type": "object",
+        "additionalProperties": False,
         "required": ["instance_id", "hostname", "ip", "total_cores", "total_memory_mb"],
-        "properties": {"instance_id": IDENT, "hostname": NAME, "ip": dict(NAME, maxLength=64),
-                       "total_cores": {"type": "integer", "minimum": 1, "maximum": 4096},
-                       "total_memory_mb": COUNT, "site": NAME, "ce": NAME, "image": NAME,
-                       "running_pod": NAME, "vo": NAME, "vmagent_version": {"type": "string", "maxLength": 64}},
+        "properties": {
+            "instance_id": IDENT,
+            "hostname": NAME,
+            "ip": dict(NAME, maxLength=64),
+            "total_cores": {"type": "integer", "minimum": 1, "maximum": 4096},
+            "total_memory_mb": COUNT,
+            "site": NAME,
+            "ce": NAME,
+            "image": NAME,
+            "running_pod": NAME,
+            "vo": NAME,
+            "vmagent_version": {"type": "string", "maxLength": 64},
+        },
     },
     "halting": {
-        "title": "halting declaration", "type": "object", "additionalProperties": False,
+        "title": "halting declaration",
+        "type": "object",
+        "additionalProperties": False,
         "required": ["reason"],
-        "properties": {"reason": {"type": "string", "maxLength": 1024},
-                       "vacuum_code": {"type": "integer", "minimum": 0, "maximum": 999, "default": 200},
-                       "message": {"type": "string", "maxLength": 4096, "default": ""}},
+        "properties": {
+            "reason": {"type": "string", "maxLength": 1024},
+            "vacuum_code": {"type": "integer", "minimum": 0, "maximum": 999, "default": 200},
+            "message": {"type": "string", "maxLength": 4096, "default": ""},
+        },
     },
     "claim": {
-        "title": "payload claim", "type": "object", "additionalProperties": False,
+        "title": "payload claim",
+        "type": "object",
+        "additionalProperties": False,
         "required": ["free_cores"],
-        "properties": {"free_cores": {"type": "integer", "minimum": 0, "maximum": 4096},
-                       "free_memory_mb": {"type": ["integer", "null"], "minimum": 0, "maximum": 1 << 40,
-                                          "default": None},
-                       "remaining_seconds": {"type": ["number", "null"], "default": None},
-                       "total_cores": {"type": ["integer", "null"], "minimum": 1, "maximum": 4096, "default": None},
-                       "running_pod": {"type": ["string", "null"], "maxLength": 256, "default": None},
-                       "vo": {"type": ["string", "null"], "maxLength": 256, "default": None},
-                       "max": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 1},
-                       "ids": {"type": ["array", "null"], "maxItems": 64, "default": None,
-                               "items": {"type": "string", "minLength": 1, "maxLength": 128},
-                               "description": "lease only these payloads (after a peek)"},
-                       "peek": {"type": "boolean", "default": False,
-                                "description": "list up to max matching payloads, each fitting on its own, "
-                                               "without leasing them"}},
+        "properties": {
+            "free_cores": {"type": "integer", "minimum": 0, "maximum": 4096},
+            "free_memory_mb": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "maximum": 1 << 40,
+                "default": None,
+            },
+            "remaining_seconds": {"type": ["number", "null"], "default": None},
+            "total_cores": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "maximum": 4096,
+                "default": None,
+            },
+            "running_pod": {"type": ["string", "null"], "maxLength": 256, "default": None},
+            "vo": {"type": ["string", "null"], "maxLength": 256, "default": None},
+            "max": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 1},
+            "ids": {
+                "type": ["array", "null"],
+                "maxItems": 64,
+                "default": None,
+                "items": {"type": "string", "minLength": 1, "maxLength": 128},
+                "description": "lease only these payloads (after a peek)",
+            },
+            "peek": {
+                "type": "boolean",
+                "default": False,
+                "description": "list up to max matching payloads, each fitting on its own, "
+                "without leasing them",
+            },
+        },
     },
 }
 

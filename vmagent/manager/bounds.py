@@ -25,8 +25,11 @@ def check_tags(vm: Row, request: Mapping[str, Any]) -> None:
         asked = request.get(key)
         registered = getattr(vm, key) or ""
         if asked and asked != registered:
-            raise ManagerRefused(403, f"VM {vm.id} is registered with {key} {registered!r}; "
-                                      f"a claim cannot ask for {key} {asked!r}")
+            raise ManagerRefused(
+                403,
+                f"VM {vm.id} is registered with {key} {registered!r}; "
+                f"a claim cannot ask for {key} {asked!r}",
+            )
 
 
 def free_capacity(conn: Connection, vm: Row, request: Mapping[str, Any]) -> Tuple[int, int, int]:
@@ -48,14 +51,18 @@ def free_capacity(conn: Connection, vm: Row, request: Mapping[str, Any]) -> Tupl
 
 def _leased(conn: Connection, vm: Row) -> Tuple[int, int]:
     """Cores and memory of the payloads leased to ``vm``; a whole-node payload holds every core."""
-    rows = conn.execute(select(payloads.c.cores, payloads.c.whole_node, payloads.c.memory_mb).where(
-        payloads.c.vm_id == vm.id, payloads.c.state == "leased")).all()
+    rows = conn.execute(
+        select(payloads.c.cores, payloads.c.whole_node, payloads.c.memory_mb).where(
+            payloads.c.vm_id == vm.id, payloads.c.state == "leased"
+        )
+    ).all()
     cores = sum(vm.total_cores if r.whole_node else r.cores for r in rows)
     return cores, sum(r.memory_mb for r in rows)
 
 
-def bound_result(row: Row, vm: Row, doc: Mapping[str, Any], now: float,
-                 slack: float) -> Tuple[Dict[str, Any], Dict[str, str]]:
+def bound_result(
+    row: Row, vm: Row, doc: Mapping[str, Any], now: float, slack: float
+) -> Tuple[Dict[str, Any], Dict[str, str]]:
     """The ``cores``, ``wall_seconds`` and ``cpu_seconds`` to count for a result, and what was bounded.
 
     Bounds: the payload's cores (whole node: the VM's registered cores); the time since the lease
@@ -68,18 +75,24 @@ def bound_result(row: Row, vm: Row, doc: Mapping[str, Any], now: float,
     limit_cores = vm.total_cores if row.whole_node else row.cores
     cores = doc.get("cores") or limit_cores
     if cores > limit_cores:
-        adjusted["cores"] = f"{cores} is more than the {limit_cores} leased: counted as {limit_cores}"
+        adjusted["cores"] = (
+            f"{cores} is more than the {limit_cores} leased: counted as {limit_cores}"
+        )
         cores = limit_cores
     _check_times(doc, leased_at, now, slack, adjusted)
     wall = _wall(doc)
     if wall > lease_age + slack:
-        adjusted["wall_seconds"] = (f"{wall:g} s is longer than the {lease_age:g} s since the lease: "
-                                    f"counted as {lease_age:g}")
+        adjusted["wall_seconds"] = (
+            f"{wall:g} s is longer than the {lease_age:g} s since the lease: "
+            f"counted as {lease_age:g}"
+        )
         wall = lease_age
     cpu: Optional[float] = doc.get("cpu_seconds")
     if cpu is not None and cpu > (wall + slack) * cores:
-        adjusted["cpu_seconds"] = (f"{cpu:g} s is more than {wall:g} s of wall time on {cores} cores: "
-                                   f"counted as {wall * cores:g}")
+        adjusted["cpu_seconds"] = (
+            f"{cpu:g} s is more than {wall:g} s of wall time on {cores} cores: "
+            f"counted as {wall * cores:g}"
+        )
         cpu = wall * cores
     return {"cores": cores, "wall_seconds": wall, "cpu_seconds": cpu}, adjusted
 
@@ -91,12 +104,15 @@ def _wall(doc: Mapping[str, Any]) -> float:
     return max(0.0, float(wall or 0.0))
 
 
-def _check_times(doc: Mapping[str, Any], leased_at: float, now: float, slack: float,
-                 adjusted: Dict[str, str]) -> None:
+def _check_times(
+    doc: Mapping[str, Any], leased_at: float, now: float, slack: float, adjusted: Dict[str, str]
+) -> None:
     started, finished = doc.get("started_at"), doc.get("finished_at")
     if started is not None and not leased_at - slack <= started <= now + slack:
         adjusted["started_at"] = f"{started:g} is outside the lease window [{leased_at:g}, {now:g}]"
     if finished is not None and not leased_at - slack <= finished <= now + slack:
-        adjusted["finished_at"] = f"{finished:g} is outside the lease window [{leased_at:g}, {now:g}]"
+        adjusted["finished_at"] = (
+            f"{finished:g} is outside the lease window [{leased_at:g}, {now:g}]"
+        )
     elif finished is not None and started is not None and finished < started:
         adjusted["finished_at"] = f"{finished:g} is before started_at {started:g}"

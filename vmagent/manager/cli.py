@@ -26,37 +26,87 @@ Operator commands find the manager through --state-dir (files url, admin.token, 
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    top = subparsers.add_parser("manager", help="the reference central manager (needs vmagent[manager] to serve)",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = subparsers.add_parser(
+        "manager",
+        help="the reference central manager (needs vmagent[manager] to serve)",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = top.add_subparsers(dest="manager_command", metavar="ACTION", required=True)
 
-    init = sub.add_parser("init", help="create the CA, server certificate and admin token (keeps existing ones)")
+    init = sub.add_parser(
+        "init", help="create the CA, server certificate and admin token (keeps existing ones)"
+    )
     _state_dir(init)
-    init.add_argument("--name", action="append", default=[], metavar="HOST",
-                      help="extra host name or IP address for the server certificate (repeatable)")
+    init.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="extra host name or IP address for the server certificate (repeatable)",
+    )
     init.set_defaults(func=_init)
 
-    serve = sub.add_parser("serve", help="serve the API and dashboard (HTTPS unless --insecure-http)")
+    serve = sub.add_parser(
+        "serve", help="serve the API and dashboard (HTTPS unless --insecure-http)"
+    )
     _state_dir(serve)
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8443, help="port; 0 picks a free one (default: 8443)")
-    serve.add_argument("--db", metavar="URL", help="database URL (default: sqlite in the state directory; "
-                       "postgresql://user:pw@host/db for several manager processes)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8443, help="port; 0 picks a free one (default: 8443)"
+    )
+    serve.add_argument(
+        "--db",
+        metavar="URL",
+        help="database URL (default: sqlite in the state directory; "
+        "postgresql://user:pw@host/db for several manager processes)",
+    )
     serve.add_argument("--workers", type=int, default=1, help="manager processes (default: 1)")
-    serve.add_argument("--insecure-http", action="store_true", help="plain HTTP: only on a trusted network")
-    serve.add_argument("--heartbeat-period", type=float, default=60.0, help="seconds between heartbeats (60)")
-    serve.add_argument("--stall-after", type=float, default=300.0, help="seconds without heartbeat: Stalled (300)")
-    serve.add_argument("--sweep-interval", type=float, default=15.0, help="seconds between sweeps (15)")
-    serve.add_argument("--lease", type=float, default=900.0, help="payload lease in seconds, renewed by "
-                       "heartbeats (900)")
-    serve.add_argument("--max-attempts", type=int, default=3, help="attempts per payload before 'lost' (3)")
+    serve.add_argument(
+        "--insecure-http", action="store_true", help="plain HTTP: only on a trusted network"
+    )
+    serve.add_argument(
+        "--heartbeat-period", type=float, default=60.0, help="seconds between heartbeats (60)"
+    )
+    serve.add_argument(
+        "--stall-after", type=float, default=300.0, help="seconds without heartbeat: Stalled (300)"
+    )
+    serve.add_argument(
+        "--sweep-interval", type=float, default=15.0, help="seconds between sweeps (15)"
+    )
+    serve.add_argument(
+        "--lease",
+        type=float,
+        default=900.0,
+        help="payload lease in seconds, renewed by heartbeats (900)",
+    )
+    serve.add_argument(
+        "--max-attempts", type=int, default=3, help="attempts per payload before 'lost' (3)"
+    )
     serve.add_argument("--history", type=int, default=1000, help="heartbeats kept per VM (1000)")
-    serve.add_argument("--history-days", type=float, default=7.0, help="days of heartbeat history kept (7)")
-    serve.add_argument("--vm-token-days", type=float, default=30.0, help="lifetime of a VM credential (30)")
-    serve.add_argument("--auth-failures", type=int, default=100, metavar="N", help="failed authentications "
-                       "of one client address within --auth-failure-window before it is answered 429 (100)")
-    serve.add_argument("--auth-failure-window", type=float, default=300.0, metavar="SECONDS",
-                       help="window of --auth-failures, and the longest wait it imposes (300)")
+    serve.add_argument(
+        "--history-days", type=float, default=7.0, help="days of heartbeat history kept (7)"
+    )
+    serve.add_argument(
+        "--vm-token-days", type=float, default=30.0, help="lifetime of a VM credential (30)"
+    )
+    serve.add_argument(
+        "--auth-failures",
+        type=int,
+        default=100,
+        metavar="N",
+        help="failed authentications "
+        "of one client address within --auth-failure-window before it is answered 429 (100)",
+    )
+    serve.add_argument(
+        "--auth-failure-window",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="window of --auth-failures, and the longest wait it imposes (300)",
+    )
     serve.set_defaults(func=_serve)
 
     vms = _operator(sub, "vms", "list VMs (the VM table)")
@@ -71,8 +121,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vm.add_argument("vm_id")
     vm.set_defaults(func=lambda a: _print(_client(a).vm(a.vm_id)))
 
-    for action, text in (("drain", "ask a VM to take nothing new and finish its payloads"),
-                         ("halt", "ask a VM to stop its payloads and shut down")):
+    for action, text in (
+        ("drain", "ask a VM to take nothing new and finish its payloads"),
+        ("halt", "ask a VM to stop its payloads and shut down"),
+    ):
         cmd = _operator(sub, action, text)
         cmd.add_argument("vm_id")
         cmd.add_argument("--reason", default="", help="shown to the VM and in the logs")
@@ -88,17 +140,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     revoke.add_argument("vm_id")
     revoke.set_defaults(func=_revoke)
 
-    submit = _operator(sub, "submit", "queue payloads from a JSON file (one payload or a list; - for stdin)")
+    submit = _operator(
+        sub, "submit", "queue payloads from a JSON file (one payload or a list; - for stdin)"
+    )
     submit.add_argument("file")
     submit.set_defaults(func=_submit)
 
-    enrol = _operator(sub, "enrol", "print a single-use enrolment token for one new VM; the token is a "
-                      "secret (it registers a VM): prefer -o FILE, written readable by you only")
-    enrol.add_argument("-o", "--output", metavar="FILE", help="write the token to FILE, mode 0600, atomically, "
-                       "instead of printing it (when stdout is a file of yours, it is made 0600 too)")
+    enrol = _operator(
+        sub,
+        "enrol",
+        "print a single-use enrolment token for one new VM; the token is a "
+        "secret (it registers a VM): prefer -o FILE, written readable by you only",
+    )
+    enrol.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the token to FILE, mode 0600, atomically, "
+        "instead of printing it (when stdout is a file of yours, it is made 0600 too)",
+    )
     for key in ("site", "ce", "image", "running-pod", "vo"):
         enrol.add_argument(f"--{key}", default="")
-    enrol.add_argument("--ttl", type=float, default=3600, help="seconds the token stays valid (3600)")
+    enrol.add_argument(
+        "--ttl", type=float, default=3600, help="seconds the token stays valid (3600)"
+    )
     enrol.add_argument("--json", action="store_true", help="print the whole answer as JSON")
     enrol.set_defaults(func=_enrol)
 
@@ -108,7 +173,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     payloads.set_defaults(func=_payloads)
 
     acc = _operator(sub, "accounting", "VMs, payloads and core-hours per group")
-    acc.add_argument("--group-by", default="ce", choices=("ce", "site", "image", "running_pod", "vo"))
+    acc.add_argument(
+        "--group-by", default="ce", choices=("ce", "site", "image", "running_pod", "vo")
+    )
     acc.add_argument("--since", type=float, help="UNIX seconds (default: everything)")
     acc.add_argument("--until", type=float)
     acc.add_argument("--json", action="store_true")
@@ -116,9 +183,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _state_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", default=os.environ.get("VMAGENT_MANAGER_DIR", "."), metavar="DIR",
-                        help="the manager's directory: certificates, admin token, url, SQLite database "
-                             "(default: $VMAGENT_MANAGER_DIR or .)")
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get("VMAGENT_MANAGER_DIR", "."),
+        metavar="DIR",
+        help="the manager's directory: certificates, admin token, url, SQLite database "
+        "(default: $VMAGENT_MANAGER_DIR or .)",
+    )
 
 
 def _operator(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
@@ -146,8 +217,10 @@ def _serve(args: argparse.Namespace) -> int:
         import sqlalchemy  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
-        raise UsageError(f"the manager server needs {exc.name}, which is not installed",
-                         hint="pip install 'vmagent[manager]'") from None
+        raise UsageError(
+            f"the manager server needs {exc.name}, which is not installed",
+            hint="pip install 'vmagent[manager]'",
+        ) from None
     from .server import admin_hash, default_db, serve
     from .settings import Settings
 
@@ -157,13 +230,25 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--auth-failures must be >= 1 and --auth-failure-window > 0")
     db_url = default_db(args.state_dir, args.db)
     if args.workers > 1 and db_url.startswith("sqlite"):
-        print("note: several workers on SQLite share one write lock; use PostgreSQL to scale", file=sys.stderr)
+        print(
+            "note: several workers on SQLite share one write lock; use PostgreSQL to scale",
+            file=sys.stderr,
+        )
     settings = Settings(
-        db_url=db_url, admin_token_hash=admin_hash(args.state_dir), state_dir=os.path.abspath(args.state_dir),
-        heartbeat_period=args.heartbeat_period, stall_seconds=args.stall_after, sweep_interval=args.sweep_interval,
-        lease_seconds=args.lease, max_attempts=args.max_attempts, history_per_vm=args.history,
-        history_seconds=args.history_days * 86400, vm_token_ttl=args.vm_token_days * 86400,
-        auth_failures=args.auth_failures, auth_failure_window=args.auth_failure_window)
+        db_url=db_url,
+        admin_token_hash=admin_hash(args.state_dir),
+        state_dir=os.path.abspath(args.state_dir),
+        heartbeat_period=args.heartbeat_period,
+        stall_seconds=args.stall_after,
+        sweep_interval=args.sweep_interval,
+        lease_seconds=args.lease,
+        max_attempts=args.max_attempts,
+        history_per_vm=args.history,
+        history_seconds=args.history_days * 86400,
+        vm_token_ttl=args.vm_token_days * 86400,
+        auth_failures=args.auth_failures,
+        auth_failure_window=args.auth_failure_window,
+    )
     serve(settings, args.host, args.port, args.workers, tls=not args.insecure_http)
     return 0
 
@@ -177,8 +262,10 @@ def _client(args: argparse.Namespace) -> Any:
             with open(path, encoding="utf-8") as fh:
                 return fh.read().strip()
         except OSError as exc:
-            raise UsageError(f"cannot read the {what} {path}: {exc.strerror}",
-                             hint="pass --state-dir of a running manager, or --url/--token/--ca") from None
+            raise UsageError(
+                f"cannot read the {what} {path}: {exc.strerror}",
+                hint="pass --state-dir of a running manager, or --url/--token/--ca",
+            ) from None
 
     url = args.url or read(os.path.join(args.state_dir, "url"), "manager URL file")
     token = read(args.token or os.path.join(args.state_dir, "admin.token"), "admin token file")
@@ -192,11 +279,31 @@ def _print(doc: Any) -> int:
 
 
 def _vms(args: argparse.Namespace) -> int:
-    rows = _client(args).vms(state=args.state, image=args.image, ce=args.ce, running_pod=args.running_pod,
-                             vo=args.vo, site=args.site, limit=args.limit, offset=args.offset)
-    _table(rows, (("id", "VM"), ("state", "STATE"), ("image", "IMAGE"), ("running_pod", "POD"), ("ce", "CE"),
-                  ("ip", "IP"), ("load1", "LOAD"), ("uptime", "UPTIME"), ("payloads_running", "RUN"),
-                  ("payloads_done", "DONE")))
+    rows = _client(args).vms(
+        state=args.state,
+        image=args.image,
+        ce=args.ce,
+        running_pod=args.running_pod,
+        vo=args.vo,
+        site=args.site,
+        limit=args.limit,
+        offset=args.offset,
+    )
+    _table(
+        rows,
+        (
+            ("id", "VM"),
+            ("state", "STATE"),
+            ("image", "IMAGE"),
+            ("running_pod", "POD"),
+            ("ce", "CE"),
+            ("ip", "IP"),
+            ("load1", "LOAD"),
+            ("uptime", "UPTIME"),
+            ("payloads_running", "RUN"),
+            ("payloads_done", "DONE"),
+        ),
+    )
     return 0
 
 
@@ -210,7 +317,9 @@ def _table(rows: List[Dict[str, Any]], columns: Any) -> None:
         return f"{value:.2f}" if isinstance(value, float) else str(value)
 
     cells = [[cell(r, key) for key, _ in columns] for r in rows]
-    widths = [max([len(title)] + [len(c[i]) for c in cells]) for i, (_, title) in enumerate(columns)]
+    widths = [
+        max([len(title)] + [len(c[i]) for c in cells]) for i, (_, title) in enumerate(columns)
+    ]
     for line in [[t for _, t in columns]] + cells:
         print("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip())
     if not rows:
@@ -222,7 +331,9 @@ def _instruct(args: argparse.Namespace) -> int:
     if args.action == "shutdown_at":
         extra["shutdown_at"] = args.when
     new_id = _client(args).instruct(args.vm_id, args.action, **extra)
-    print(f"queued {args.action} for {args.vm_id} as instruction {new_id}; it travels with the next heartbeat answer")
+    print(
+        f"queued {args.action} for {args.vm_id} as instruction {new_id}; it travels with the next heartbeat answer"
+    )
     return 0
 
 
@@ -260,7 +371,10 @@ def _check_payloads(source: str, doc: Any) -> None:
     found: List[Tuple[str, str]] = []
     for index, item in enumerate(docs):
         prefix = f"[{index}]" if isinstance(doc, list) else ""
-        found.extend((f"{prefix}.{p}".strip(".") if p else prefix, m) for p, m in schemas.problems("payload", item))
+        found.extend(
+            (f"{prefix}.{p}".strip(".") if p else prefix, m)
+            for p, m in schemas.problems("payload", item)
+        )
     if not docs:
         found.append(("", "an empty list queues nothing"))
     if found:
@@ -268,8 +382,14 @@ def _check_payloads(source: str, doc: Any) -> None:
 
 
 def _enrol(args: argparse.Namespace) -> int:
-    answer = _client(args).enrol(site=args.site, ce=args.ce, image=args.image, running_pod=args.running_pod,
-                                 vo=args.vo, ttl_seconds=args.ttl)
+    answer = _client(args).enrol(
+        site=args.site,
+        ce=args.ce,
+        image=args.image,
+        running_pod=args.running_pod,
+        vo=args.vo,
+        ttl_seconds=args.ttl,
+    )
     if args.output:
         from ..pilot.command import write_atomic
 
@@ -281,8 +401,10 @@ def _enrol(args: argparse.Namespace) -> int:
         return _print(answer)
     if not args.output:
         print(answer["enrolment_token"])
-    print(f"valid until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(answer['expires_at']))}, once",
-          file=sys.stderr)
+    print(
+        f"valid until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(answer['expires_at']))}, once",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -295,23 +417,50 @@ def _private_stdout() -> None:
     if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid() or not found.st_mode & 0o077:
         return
     os.fchmod(sys.stdout.fileno(), stat.S_IMODE(found.st_mode) & 0o700)
-    print("note: stdout is a file; made it readable by its owner only (the token is a secret)", file=sys.stderr)
+    print(
+        "note: stdout is a file; made it readable by its owner only (the token is a secret)",
+        file=sys.stderr,
+    )
 
 
 def _payloads(args: argparse.Namespace) -> int:
     rows = _client(args).payloads(state=args.state, limit=args.limit)
-    _table(rows, (("id", "PAYLOAD"), ("state", "STATE"), ("cores", "CORES"), ("vo", "VO"),
-                  ("running_pod", "POD"), ("vm_id", "VM"), ("attempts", "TRIES"), ("outcome", "OUTCOME")))
+    _table(
+        rows,
+        (
+            ("id", "PAYLOAD"),
+            ("state", "STATE"),
+            ("cores", "CORES"),
+            ("vo", "VO"),
+            ("running_pod", "POD"),
+            ("vm_id", "VM"),
+            ("attempts", "TRIES"),
+            ("outcome", "OUTCOME"),
+        ),
+    )
     return 0
 
 
 def _accounting(args: argparse.Namespace) -> int:
     client = _client(args)
-    answer = client._call("GET", "/accounting", params={"group_by": args.group_by, "since": args.since,
-                                                        "until": args.until})
+    answer = client._call(
+        "GET",
+        "/accounting",
+        params={"group_by": args.group_by, "since": args.since, "until": args.until},
+    )
     if args.json:
         return _print(answer)
-    _table(answer["rows"], ((args.group_by, args.group_by.upper()), ("vms", "VMS"), ("vm_core_hours", "VM-CORE-H"),
-                            ("payloads", "PAYLOADS"), ("done", "DONE"), ("failed", "FAILED"),
-                            ("core_hours", "CORE-H"), ("cpu_hours", "CPU-H")))
+    _table(
+        answer["rows"],
+        (
+            (args.group_by, args.group_by.upper()),
+            ("vms", "VMS"),
+            ("vm_core_hours", "VM-CORE-H"),
+            ("payloads", "PAYLOADS"),
+            ("done", "DONE"),
+            ("failed", "FAILED"),
+            ("core_hours", "CORE-H"),
+            ("cpu_hours", "CPU-H"),
+        ),
+    )
     return 0

@@ -39,7 +39,9 @@ class ManagerClient:
         timeout: float = 10.0,
     ):
         if not url or urlsplit(url).scheme not in ("http", "https"):
-            raise ConfigError("manager.url", [("manager.url", f"must be an http(s) URL, not {url!r}")])
+            raise ConfigError(
+                "manager.url", [("manager.url", f"must be an http(s) URL, not {url!r}")]
+            )
         self.url = url.rstrip("/")
         self.token = token
         self.ca_file = ca_file
@@ -57,21 +59,36 @@ class ManagerClient:
         """A client for ``manager.*``; token: the argument, else this VM's stored one, else ``token_file``'s."""
         section = config.section("manager")
         if not section["url"]:
-            raise ConfigError(config.source, [("manager.url", "is not set but the manager is used")],
-                              hint="set manager.url, e.g. https://manager.example.org:8443")
+            raise ConfigError(
+                config.source,
+                [("manager.url", "is not set but the manager is used")],
+                hint="set manager.url, e.g. https://manager.example.org:8443",
+            )
         if token is None:
             stored = read_stored(state_file(config, CREDENTIALS_FILE))
             token = stored["token"] if stored else _read_token_file(config)
         cert: Cert = None
         if section["cert_file"]:
             cert_path = vm_path(config, section["cert_file"])
-            cert = (cert_path, vm_path(config, section["key_file"])) if section["key_file"] else cert_path
+            cert = (
+                (cert_path, vm_path(config, section["key_file"]))
+                if section["key_file"]
+                else cert_path
+            )
         ca_file = vm_path(config, section["ca_file"]) if section["ca_file"] else None
-        return cls(section["url"], token=token, ca_file=ca_file, cert=cert, timeout=float(section["timeout"]))
+        return cls(
+            section["url"],
+            token=token,
+            ca_file=ca_file,
+            cert=cert,
+            timeout=float(section["timeout"]),
+        )
 
     def with_token(self, token: str) -> ManagerClient:
         """The same manager and TLS settings, another credential."""
-        return ManagerClient(self.url, token=token, ca_file=self.ca_file, cert=self.cert, timeout=self.timeout)
+        return ManagerClient(
+            self.url, token=token, ca_file=self.ca_file, cert=self.cert, timeout=self.timeout
+        )
 
     def close(self) -> None:
         self.session.close()
@@ -91,8 +108,11 @@ class ManagerClient:
 
     def halting(self, vm_id: str, reason: str, vacuum_code: int, message: str = "") -> None:
         """Tell the manager this VM is going away and why (a vacuum outcome code)."""
-        self._call("POST", f"/vms/{segment(vm_id)}/halting",
-                   {"reason": reason, "vacuum_code": vacuum_code, "message": message})
+        self._call(
+            "POST",
+            f"/vms/{segment(vm_id)}/halting",
+            {"reason": reason, "vacuum_code": vacuum_code, "message": message},
+        )
 
     def claim(self, vm_id: str, **request: Any) -> List[Dict[str, Any]]:
         """Lease payloads that fit ``free_cores``, ``free_memory_mb``, ``remaining_seconds``..."""
@@ -126,7 +146,9 @@ class ManagerClient:
 
     def instruct(self, vm_id: str, action: str, **kw: Any) -> int:
         """Queue an instruction (drain, halt, shutdown_at) for a VM; answers its id."""
-        return int(self._call("POST", f"/vms/{segment(vm_id)}/instructions", dict(kw, action=action))["id"])
+        return int(
+            self._call("POST", f"/vms/{segment(vm_id)}/instructions", dict(kw, action=action))["id"]
+        )
 
     def payloads(self, **filters: Any) -> List[Dict[str, Any]]:
         """The payload queue (filters: state, limit, offset)."""
@@ -141,18 +163,33 @@ class ManagerClient:
 
     # --- plumbing ------------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, body: Any = None, params: Optional[Mapping[str, Any]] = None) -> Any:
+    def _call(
+        self, method: str, path: str, body: Any = None, params: Optional[Mapping[str, Any]] = None
+    ) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         url = f"{self.url}{API}{path}"
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
-            response = self.session.request(method, url, json=body, params=query or None,
-                                            headers=headers, timeout=self.timeout, verify=self.verify)
+            response = self.session.request(
+                method,
+                url,
+                json=body,
+                params=query or None,
+                headers=headers,
+                timeout=self.timeout,
+                verify=self.verify,
+            )
         except requests.RequestException as exc:
-            raise ManagerUnavailable(f"{method} {url}: {exc.__class__.__name__}: {exc}",
-                                     hint="check manager.url, the network and manager.ca_file") from None
-        if response.status_code >= 500 or response.status_code == 429:  # 429: too many failures, try later
-            raise ManagerUnavailable(f"{method} {url}: HTTP {response.status_code} {_detail(response)}".rstrip())
+            raise ManagerUnavailable(
+                f"{method} {url}: {exc.__class__.__name__}: {exc}",
+                hint="check manager.url, the network and manager.ca_file",
+            ) from None
+        if (
+            response.status_code >= 500 or response.status_code == 429
+        ):  # 429: too many failures, try later
+            raise ManagerUnavailable(
+                f"{method} {url}: HTTP {response.status_code} {_detail(response)}".rstrip()
+            )
         if response.status_code >= 400:
             raise ManagerRefused(response.status_code, _detail(response))
         try:
@@ -224,22 +261,32 @@ def _store(target: str, url: str, answer: Mapping[str, Any]) -> None:
 
     if not answer.get("vm_id") or not answer.get("token"):
         raise ManagerUnavailable(f"{url}: registration answer lacks vm_id or token")
-    doc = {"url": url, "vm_id": str(answer["vm_id"]), "token": str(answer["token"]),
-           "heartbeat_period": answer.get("heartbeat_period"), "registered_at": time.time()}
+    doc = {
+        "url": url,
+        "vm_id": str(answer["vm_id"]),
+        "token": str(answer["token"]),
+        "heartbeat_period": answer.get("heartbeat_period"),
+        "registered_at": time.time(),
+    }
     write_atomic(target, json.dumps(doc, indent=2) + "\n", 0o600)
 
 
 def _read_token_file(config: Any) -> str:
     name = config.section("manager")["token_file"]
     if not name:
-        raise ConfigError(config.source, [("manager.token_file", "is not set; no credential to register with")],
-                          hint="point manager.token_file at the enrolment token given at boot")
+        raise ConfigError(
+            config.source,
+            [("manager.token_file", "is not set; no credential to register with")],
+            hint="point manager.token_file at the enrolment token given at boot",
+        )
     path = vm_path(config, name)
     try:
         with open(path, encoding="utf-8") as fh:
             token = fh.read().strip()
     except OSError as exc:
-        raise ConfigError(config.source, [("manager.token_file", f"cannot read {path}: {exc.strerror}")]) from None
+        raise ConfigError(
+            config.source, [("manager.token_file", f"cannot read {path}: {exc.strerror}")]
+        ) from None
     if not token:
         raise ConfigError(config.source, [("manager.token_file", f"{path} is empty")])
     return token

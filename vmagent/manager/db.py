@@ -26,7 +26,8 @@ metadata = MetaData()
 ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
 
 vms = Table(
-    "vms", metadata,
+    "vms",
+    metadata,
     Column("id", String(64), primary_key=True),
     Column("instance_id", String(128), nullable=False),
     Column("hostname", String(256), nullable=False, default=""),
@@ -62,7 +63,8 @@ vms = Table(
 )
 
 transitions = Table(
-    "transitions", metadata,
+    "transitions",
+    metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("vm_id", String(64), nullable=False),
     Column("at", Float, nullable=False),
@@ -73,7 +75,8 @@ transitions = Table(
 )
 
 heartbeats = Table(
-    "heartbeats", metadata,
+    "heartbeats",
+    metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("vm_id", String(64), nullable=False),
     Column("at", Float, nullable=False),
@@ -89,7 +92,8 @@ heartbeats = Table(
 )
 
 instructions = Table(
-    "instructions", metadata,
+    "instructions",
+    metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("vm_id", String(64), nullable=False),
     Column("action", String(16), nullable=False),
@@ -102,7 +106,8 @@ instructions = Table(
 )
 
 payloads = Table(
-    "payloads", metadata,
+    "payloads",
+    metadata,
     Column("id", String(128), primary_key=True),
     Column("doc", Text, nullable=False),
     Column("cores", BigInteger, nullable=False),
@@ -125,7 +130,8 @@ payloads = Table(
 )
 
 results = Table(
-    "results", metadata,
+    "results",
+    metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("payload_id", String(128), nullable=False),
     Column("vm_id", String(64), nullable=False),
@@ -141,7 +147,8 @@ results = Table(
 )
 
 enrolments = Table(
-    "enrolments", metadata,
+    "enrolments",
+    metadata,
     Column("token_hash", String(64), primary_key=True),
     Column("site", String(256), nullable=False, default=""),
     Column("ce", String(256), nullable=False, default=""),
@@ -162,16 +169,19 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
     (only an operating-system crash may lose the last few), at a fraction of the fsync cost.
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30,
-                                                  "isolation_level": None},
-                               pool_size=pool_size, max_overflow=16)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
+            pool_size=pool_size,
+            max_overflow=16,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         # Take the write lock at BEGIN: a deferred transaction that reads, then writes, fails with
         # "database is locked" when another process committed in between; IMMEDIATE waits instead.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     # Enough pooled connections for the request thread pool (40 threads): an overflow connection
     # is closed on return, and a new PostgreSQL connection costs a server process fork.
     return create_engine(url, pool_size=max(pool_size, 32), max_overflow=8, pool_recycle=3600)

@@ -22,15 +22,19 @@ Send = Callable[[Any], Awaitable[None]]
 ASGI = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # The dashboard loads only its own files; nothing may frame it.
-STRICT_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-              "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-              "frame-ancestors 'none'")
+STRICT_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 # FastAPI's /docs and /redoc pages load Swagger UI and ReDoc from public CDNs with inline scripts.
-DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-            "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-            "https://cdn.redoc.ly; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
-            "base-uri 'none'; frame-ancestors 'none'")
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
+    "https://cdn.redoc.ly; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
 DOCS_PATHS = ("/docs", "/redoc")
 HSTS = "max-age=31536000"
 
@@ -40,8 +44,11 @@ class SecurityHeaders:
 
     def __init__(self, app: ASGI, tls: bool):
         self.app = app
-        common = [(b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
-                  (b"referrer-policy", b"no-referrer")]
+        common = [
+            (b"x-frame-options", b"DENY"),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+        ]
         if tls:
             common.append((b"strict-transport-security", HSTS.encode()))
         self.strict = common + [(b"content-security-policy", STRICT_CSP.encode())]
@@ -120,12 +127,15 @@ class AuthFailureLimit:
 
 async def _too_many(send: Send, wait: float, limiter: FailureLimiter) -> None:
     seconds = max(1, math.ceil(wait))
-    detail = (f"too many failed authentications from this address ({limiter.limit} within "
-              f"{limiter.window:g} s); retry after {seconds} s")
+    detail = (
+        f"too many failed authentications from this address ({limiter.limit} within "
+        f"{limiter.window:g} s); retry after {seconds} s"
+    )
     body = orjson.dumps({"detail": detail})
-    headers: List[Tuple[bytes, bytes]] = [(b"content-type", b"application/json"),
-                                          (b"content-length", str(len(body)).encode()),
-                                          (b"retry-after", str(seconds).encode())]
+    headers: List[Tuple[bytes, bytes]] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(seconds).encode()),
+    ]
     await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-

@@ -14,17 +14,27 @@ from .states import VmState
 FILTERS = ("state", "image", "running_pod", "ce", "site", "vo")
 
 
-def table(conn: Connection, filters: Mapping[str, Any], limit: int, offset: int, now: float) -> Dict[str, Any]:
+def table(
+    conn: Connection, filters: Mapping[str, Any], limit: int, offset: int, now: float
+) -> Dict[str, Any]:
     """A page of the VM table, newest first, with the total count matching the filters."""
     where = [vms.c[k] == v for k, v in filters.items() if k in FILTERS and v]
     if filters.get("q"):
         pattern = f"%{like_literal(filters['q'])}%"
-        where.append(vms.c.id.like(pattern, escape="\\") | vms.c.hostname.like(pattern, escape="\\")
-                     | vms.c.ip.like(pattern, escape="\\"))
+        where.append(
+            vms.c.id.like(pattern, escape="\\")
+            | vms.c.hostname.like(pattern, escape="\\")
+            | vms.c.ip.like(pattern, escape="\\")
+        )
     condition = and_(True, *where)
     total = conn.execute(select(func.count()).select_from(vms).where(condition)).scalar_one()
-    rows = conn.execute(select(vms).where(condition).order_by(vms.c.registered_at.desc(), vms.c.id)
-                        .limit(limit).offset(offset))
+    rows = conn.execute(
+        select(vms)
+        .where(condition)
+        .order_by(vms.c.registered_at.desc(), vms.c.id)
+        .limit(limit)
+        .offset(offset)
+    )
     return {"total": total, "limit": limit, "offset": offset, "vms": [public(r, now) for r in rows]}
 
 
@@ -46,11 +56,23 @@ def detail(conn: Connection, vm_id: str, now: float, history: int = 200) -> Dict
     if row is None:
         raise ManagerRefused(404, f"no VM {vm_id}")
     out = public(row, now)
-    out["transitions"] = [dict(r._mapping) for r in conn.execute(
-        select(transitions).where(transitions.c.vm_id == vm_id).order_by(transitions.c.id))]
-    hist = conn.execute(select(heartbeats).where(heartbeats.c.vm_id == vm_id)
-                        .order_by(heartbeats.c.id.desc()).limit(history)).all()
+    out["transitions"] = [
+        dict(r._mapping)
+        for r in conn.execute(
+            select(transitions).where(transitions.c.vm_id == vm_id).order_by(transitions.c.id)
+        )
+    ]
+    hist = conn.execute(
+        select(heartbeats)
+        .where(heartbeats.c.vm_id == vm_id)
+        .order_by(heartbeats.c.id.desc())
+        .limit(history)
+    ).all()
     out["heartbeats"] = [dict(r._mapping) for r in reversed(hist)]
-    out["instructions"] = [dict(r._mapping) for r in conn.execute(
-        select(instructions).where(instructions.c.vm_id == vm_id).order_by(instructions.c.id))]
+    out["instructions"] = [
+        dict(r._mapping)
+        for r in conn.execute(
+            select(instructions).where(instructions.c.vm_id == vm_id).order_by(instructions.c.id)
+        )
+    ]
     return out

@@ -26,13 +26,25 @@ def init(state_dir: str, names: Sequence[str] = (), days: int = 825) -> Dict[str
     if not os.path.exists(path["ca.pem"]) or not os.path.exists(path["ca.key"]):
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vmagent manager CA")])
-        cert = (_builder(subject, subject, key.public_key(), 3650)
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                              data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                              crl_sign=True, encipher_only=False, decipher_only=False),
-                               critical=True)
-                .sign(key, hashes.SHA256()))
+        cert = (
+            _builder(subject, subject, key.public_key(), 3650)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
         _write(path["ca.key"], _key_pem(key), 0o600)
         _write(path["ca.pem"], cert.public_bytes(serialization.Encoding.PEM), 0o644)
         done.update({"ca.pem": "created", "ca.key": "created"})
@@ -62,25 +74,36 @@ def _server_cert(path: Dict[str, str], names: List[str], days: int) -> None:
         except ValueError:
             alt.append(x509.DNSName(host))
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vmagent manager")])
-    cert = (_builder(subject, ca.subject, key.public_key(), days)
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    cert = (
+        _builder(subject, ca.subject, key.public_key(), days)
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # type: ignore[arg-type]
     _write(path["server.key"], _key_pem(key), 0o600)
     _write(path["server.pem"], cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key: object, days: int) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: object, days: int
+) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.timezone.utc)
-    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
-            .public_key(public_key).serial_number(x509.random_serial_number())  # type: ignore[arg-type]
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days)))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())  # type: ignore[arg-type]
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _write(path: str, data: bytes, mode: int) -> None:

@@ -24,8 +24,10 @@ def admin_hash(state_dir: str) -> str:
         with open(path, encoding="utf-8") as fh:
             token = fh.read().strip()
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}",
-                         hint=f"run 'vmagent manager init --state-dir {state_dir}' first") from None
+        raise UsageError(
+            f"cannot read {path}: {exc.strerror}",
+            hint=f"run 'vmagent manager init --state-dir {state_dir}' first",
+        ) from None
     if not token:
         raise UsageError(f"{path} is empty", hint="delete it and run 'vmagent manager init' again")
     return auth.digest(token)
@@ -38,12 +40,17 @@ def serve(settings: Settings, host: str, port: int, workers: int, tls: bool) -> 
     state_dir = settings.state_dir or "."
     ssl = {}
     if tls:
-        ssl = {"ssl_certfile": os.path.join(state_dir, "server.pem"),
-               "ssl_keyfile": os.path.join(state_dir, "server.key")}
+        ssl = {
+            "ssl_certfile": os.path.join(state_dir, "server.pem"),
+            "ssl_keyfile": os.path.join(state_dir, "server.key"),
+        }
         for path in ssl.values():
             if not os.path.exists(path):
-                raise UsageError(f"{path} is missing", hint=f"run 'vmagent manager init --state-dir {state_dir}' "
-                                 "or pass --insecure-http for plain HTTP on a trusted network")
+                raise UsageError(
+                    f"{path} is missing",
+                    hint=f"run 'vmagent manager init --state-dir {state_dir}' "
+                    "or pass --insecure-http for plain HTTP on a trusted network",
+                )
     _prepare_database(settings.db_url)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -59,13 +66,26 @@ def serve(settings: Settings, host: str, port: int, workers: int, tls: bool) -> 
     settings = Settings(**{**settings.__dict__, "url": url})
     os.environ[ENV_VAR] = settings.to_env()
     # VMs keep idle keep-alive connections open; do not wait on them for more than a few seconds.
-    config = HardenedConfig("vmagent.manager.app:factory", factory=True, workers=workers, log_level="warning",
-                            access_log=False, timeout_keep_alive=75, backlog=2048,
-                            timeout_graceful_shutdown=3, **ssl)  # type: ignore[arg-type]
+    config = HardenedConfig(
+        "vmagent.manager.app:factory",
+        factory=True,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=75,
+        backlog=2048,
+        timeout_graceful_shutdown=3,
+        **ssl,
+    )  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     _announce(state_dir, url)
-    log.info("manager listening on %s (%d worker%s, database %s)", url, workers, "s" * (workers > 1),
-             db.make_engine(settings.db_url).url.render_as_string(hide_password=True))
+    log.info(
+        "manager listening on %s (%d worker%s, database %s)",
+        url,
+        workers,
+        "s" * (workers > 1),
+        db.make_engine(settings.db_url).url.render_as_string(hide_password=True),
+    )
     try:
         if workers > 1:
             from uvicorn.supervisors import Multiprocess
@@ -103,11 +123,15 @@ def _prepare_database(url: str) -> None:
         db.create_all(engine)
         engine.dispose()
     except (ArgumentError, ImportError, ValueError) as exc:
-        raise UsageError(f"--db {url!r} is not a usable database URL: {exc}",
-                         hint="use sqlite:////abs/path.db or postgresql://user:password@host/dbname") from None
+        raise UsageError(
+            f"--db {url!r} is not a usable database URL: {exc}",
+            hint="use sqlite:////abs/path.db or postgresql://user:password@host/dbname",
+        ) from None
     except SQLAlchemyError as exc:
-        raise UsageError(f"cannot open the database {url!r}: {getattr(exc, 'orig', None) or exc}",
-                         hint="check that the database server runs and accepts this user") from None
+        raise UsageError(
+            f"cannot open the database {url!r}: {getattr(exc, 'orig', None) or exc}",
+            hint="check that the database server runs and accepts this user",
+        ) from None
 
 
 def _announce(state_dir: str, url: str) -> None:

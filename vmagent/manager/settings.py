@@ -40,6 +40,8 @@ class Settings:
     def from_env(cls) -> Settings:
         raw = os.environ.get(ENV_VAR)
         if not raw:
-            raise RuntimeError(f"${ENV_VAR} is not set; start the manager with 'vmagent manager serve'")
+            raise RuntimeError(
+                f"${ENV_VAR} is not set; start the manager with 'vmagent manager serve'"
+            )
         doc: Any = json.loads(raw)
         return cls(**doc)

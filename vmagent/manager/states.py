@@ -32,7 +32,12 @@ ALLOWED = {
 LIVE = (S.NEW, S.SUBMITTED, S.RUNNING, S.DRAINING, S.ERROR)
 
 # What a heartbeat's ``status`` says about the VM's state.
-FROM_HEARTBEAT = {"booting": S.SUBMITTED, "running": S.RUNNING, "draining": S.DRAINING, "halting": S.DRAINING}
+FROM_HEARTBEAT = {
+    "booting": S.SUBMITTED,
+    "running": S.RUNNING,
+    "draining": S.DRAINING,
+    "halting": S.DRAINING,
+}
 
 
 def allowed(current: str, target: str) -> bool:

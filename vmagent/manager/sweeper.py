@@ -22,12 +22,17 @@ def sweep(engine: Engine, settings: Settings, now: float) -> Dict[str, int]:
     stalled = 0
     last_seen = func.coalesce(vms.c.last_heartbeat, vms.c.registered_at)
     with engine.begin() as conn:
-        for vm in conn.execute(select(vms.c.id, vms.c.state, last_seen.label("seen")).where(
-                vms.c.state.in_([s.value for s in LIVE]), last_seen < now - settings.stall_seconds)).all():
+        for vm in conn.execute(
+            select(vms.c.id, vms.c.state, last_seen.label("seen")).where(
+                vms.c.state.in_([s.value for s in LIVE]), last_seen < now - settings.stall_seconds
+            )
+        ).all():
             why = f"no heartbeat for {now - vm.seen:.0f} s (limit {settings.stall_seconds:g} s)"
             stalled += fleet.transition(conn, vm.id, vm.state, VmState.STALLED.value, why, now)
         expired = queue.expire(conn, settings, now)
-        pruned = conn.execute(delete(heartbeats).where(heartbeats.c.at < now - settings.history_seconds)).rowcount
+        pruned = conn.execute(
+            delete(heartbeats).where(heartbeats.c.at < now - settings.history_seconds)
+        ).rowcount
     if stalled or expired:
         log.info("sweep: %d VM(s) stalled, %d lease(s) expired and requeued", stalled, expired)
     return {"stalled": stalled, "expired": expired, "pruned": pruned}

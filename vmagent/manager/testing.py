@@ -36,7 +36,9 @@ class RunningManager:
 
     def client(self, token: Optional[str] = None) -> ManagerClient:
         """A client with ``token``, by default the admin credential."""
-        return ManagerClient(self.url, token=token or self.admin_token, ca_file=self.ca_file, timeout=10.0)
+        return ManagerClient(
+            self.url, token=token or self.admin_token, ca_file=self.ca_file, timeout=10.0
+        )
 
     def log(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as fh:
@@ -55,21 +57,43 @@ class RunningManager:
         self.proc.wait(timeout=10)
 
 
-def start_manager(state_dir: str, *, db: Optional[str] = None, workers: int = 1, tls: bool = True,
-                  extra: Sequence[str] = (), timeout: float = 60.0) -> RunningManager:
+def start_manager(
+    state_dir: str,
+    *,
+    db: Optional[str] = None,
+    workers: int = 1,
+    tls: bool = True,
+    extra: Sequence[str] = (),
+    timeout: float = 60.0,
+) -> RunningManager:
     """Initialise ``state_dir`` if needed and serve it on a free port; return once it answers."""
     cli = [sys.executable, "-m", "vmagent"]
     run(cli + ["manager", "init", "--state-dir", state_dir], timeout=60)
     url_file = os.path.join(state_dir, "url")
     if os.path.exists(url_file):
         os.unlink(url_file)  # left behind by a killed manager
-    argv = cli + ["-v", "manager", "serve", "--state-dir", state_dir, "--port", "0", "--workers", str(workers)]
+    argv = cli + [
+        "-v",
+        "manager",
+        "serve",
+        "--state-dir",
+        state_dir,
+        "--port",
+        "0",
+        "--workers",
+        str(workers),
+    ]
     argv += ["--db", db] if db else []
     argv += [] if tls else ["--insecure-http"]
     log_path = os.path.join(state_dir, f"serve-{int(time.time() * 1000)}.log")
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv + list(extra), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv + list(extra),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -77,7 +101,9 @@ def start_manager(state_dir: str, *, db: Optional[str] = None, workers: int = 1,
         if os.path.exists(url_file):
             manager = RunningManager(state_dir, proc, _read(url_file).strip(), log_path)
             try:
-                requests.get(f"{manager.url}/api/v1/health", verify=manager.ca_file or True, timeout=2)
+                requests.get(
+                    f"{manager.url}/api/v1/health", verify=manager.ca_file or True, timeout=2
+                )
                 return manager
             except requests.RequestException:
                 pass
@@ -99,7 +125,9 @@ def free_port() -> int:
 
 def postgres_bin() -> Optional[str]:
     """Debian's PostgreSQL server binaries (newest major version), or None."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
+    )
     return os.path.dirname(found[-1]) if found else None
 
 
@@ -113,8 +141,10 @@ class PostgresCluster:
     def __init__(self, *, durable: bool = False):
         bindir = postgres_bin()
         if bindir is None:
-            raise RuntimeError("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin "
-                               "(apt-get install postgresql)")
+            raise RuntimeError(
+                "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin "
+                "(apt-get install postgresql)"
+            )
         self.bindir, self.durable = bindir, durable
         self.base = tempfile.mkdtemp(prefix="vmagent-pg-", dir="/tmp")
         self.data = os.path.join(self.base, "data")
@@ -129,12 +159,40 @@ class PostgresCluster:
 
     def start(self) -> str:
         """Create and start the cluster; answers the URL of its ``postgres`` database."""
-        run(self.as_user + [f"{self.bindir}/initdb", "-D", self.data, "-U", "postgres", "--auth=trust",
-                            "-E", "UTF8", "--no-instructions"], timeout=120)
+        run(
+            self.as_user
+            + [
+                f"{self.bindir}/initdb",
+                "-D",
+                self.data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+            timeout=120,
+        )
         options = f"-p {self.port} -k {self.base} -h 127.0.0.1 -c max_connections=200"
         options += "" if self.durable else " -F"
-        run(self.as_user + [f"{self.bindir}/pg_ctl", "-D", self.data, "-o", options,
-                            "-l", os.path.join(self.base, "server.log"), "-w", "-t", "60", "start"], timeout=90)
+        run(
+            self.as_user
+            + [
+                f"{self.bindir}/pg_ctl",
+                "-D",
+                self.data,
+                "-o",
+                options,
+                "-l",
+                os.path.join(self.base, "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            timeout=90,
+        )
         return self.url("postgres")
 
     def url(self, database: str) -> str:
@@ -151,16 +209,26 @@ class PostgresCluster:
 
     def stop(self) -> None:
         try:
-            run(self.as_user + [f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop"],
-                timeout=60, check=False)
+            run(
+                self.as_user
+                + [f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop"],
+                timeout=60,
+                check=False,
+            )
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
 def heartbeat(instance_id: str, seq: int, status: str = "running", **extra: Any) -> Dict[str, Any]:
     """A valid heartbeat body."""
-    body: Dict[str, Any] = {"instance_id": instance_id, "seq": seq, "time": 1.7e9 + seq, "status": status,
-                            "load": [0.5, 0.4, 0.3], "uptime": 60.0 * seq}
+    body: Dict[str, Any] = {
+        "instance_id": instance_id,
+        "seq": seq,
+        "time": 1.7e9 + seq,
+        "status": status,
+        "load": [0.5, 0.4, 0.3],
+        "uptime": 60.0 * seq,
+    }
     body.update(extra)
     return body
 
@@ -170,8 +238,13 @@ def new_vm(manager: RunningManager, cores: int = 8, **enrolment: Any) -> Dict[st
     admin = manager.client()
     token = admin.enrol(**enrolment)["enrolment_token"]
     instance_id = "i-" + uuid.uuid4().hex[:10]
-    answer = admin.with_token(token).register(instance_id=instance_id, hostname=f"{instance_id}.example.org",
-                                              ip="10.1.2.3", total_cores=cores, total_memory_mb=2000 * cores)
+    answer = admin.with_token(token).register(
+        instance_id=instance_id,
+        hostname=f"{instance_id}.example.org",
+        ip="10.1.2.3",
+        total_cores=cores,
+        total_memory_mb=2000 * cores,
+    )
     answer["instance_id"] = instance_id
     answer["client"] = admin.with_token(answer["token"])
     return answer

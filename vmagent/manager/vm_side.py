@@ -30,10 +30,15 @@ def read_stored(path: str) -> Optional[Dict[str, Any]]:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise ConfigError(path, [("", f"unreadable VM credential: {exc}")],
-                          hint="delete the file to register this VM again") from None
+        raise ConfigError(
+            path,
+            [("", f"unreadable VM credential: {exc}")],
+            hint="delete the file to register this VM again",
+        ) from None
     if not isinstance(doc, dict) or not doc.get("vm_id") or not doc.get("token"):
-        raise ConfigError(path, [("", "must hold vm_id and token")], hint="delete the file to register again")
+        raise ConfigError(
+            path, [("", "must hold vm_id and token")], hint="delete the file to register again"
+        )
     return doc
 
 

@@ -35,7 +35,9 @@ async def manager(request: Request) -> Manager:
     return found
 
 
-async def token(creds: Annotated[Optional[HTTPAuthorizationCredentials], Depends(bearer_scheme)]) -> Optional[str]:
+async def token(
+    creds: Annotated[Optional[HTTPAuthorizationCredentials], Depends(bearer_scheme)],
+) -> Optional[str]:
     """The presented bearer token; None when there is none (routes answer 401 themselves)."""
     if creds is None or not creds.credentials or len(creds.credentials) > 512:
         return None
@@ -86,7 +88,9 @@ def storable(name: str, raw: bytes, doc: Any) -> Any:
             stack.extend(item)
         elif isinstance(item, (int, float)) and not -INT_LIMIT <= item <= INT_LIMIT:
             # Beyond 64 bits orjson hands over floats: an "integer" 2**70 arrives as 1.18e21.
-            return Invalid(f"invalid {name}: number {item} is out of range (magnitude at most 2**63 - 1)")
+            return Invalid(
+                f"invalid {name}: number {item} is out of range (magnitude at most 2**63 - 1)"
+            )
     return doc
 
 
@@ -129,15 +133,31 @@ def body_doc(name: str, *, array_too: bool = False) -> Dict[str, Any]:
     """``openapi_extra`` publishing a body's JSON Schema (raw bodies are not pydantic models)."""
     schema: Dict[str, Any] = bodies.schema(name)
     if array_too:
-        schema = {"anyOf": [schema, {"type": "array", "items": schema, "minItems": 1, "maxItems": 1000}]}
+        schema = {
+            "anyOf": [schema, {"type": "array", "items": schema, "minItems": 1, "maxItems": 1000}]
+        }
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 ERRORS: Dict[int | str, Dict[str, Any]] = {
-    code: {"description": text, "content": {"application/json": {"schema": {
-        "type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}}}}
-    for code, text in ((401, "no, unknown, expired or revoked credential"),
-                       (403, "credential of another VM or of the wrong kind"),
-                       (404, "no such VM or payload"), (409, "not allowed in the current state"),
-                       (413, "body too large"), (422, "invalid body or query"))
+    code: {
+        "description": text,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"detail": {"type": "string"}},
+                    "required": ["detail"],
+                }
+            }
+        },
+    }
+    for code, text in (
+        (401, "no, unknown, expired or revoked credential"),
+        (403, "credential of another VM or of the wrong kind"),
+        (404, "no such VM or payload"),
+        (409, "not allowed in the current state"),
+        (413, "body too large"),
+        (422, "invalid body or query"),
+    )
 }

@@ -18,5 +18,15 @@ from .features import (
     write_features,
 )
 
-__all__ = ["JOB_KEYS", "LEGACY_KEYS", "MACHINE_KEYS", "UNITS", "Features", "job_dir", "machine_dir",
-           "read_features", "update_shutdowntime", "write_features"]
+__all__ = [
+    "JOB_KEYS",
+    "LEGACY_KEYS",
+    "MACHINE_KEYS",
+    "UNITS",
+    "Features",
+    "job_dir",
+    "machine_dir",
+    "read_features",
+    "update_shutdowntime",
+    "write_features",
+]

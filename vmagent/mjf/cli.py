@@ -7,15 +7,25 @@ import time
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    mjf = subparsers.add_parser("mjf", help="Machine/Job Features: write, show, serve",
-                                description="Machine/Job Features (HSF-TN-2016-02): one file per key.")
+    mjf = subparsers.add_parser(
+        "mjf",
+        help="Machine/Job Features: write, show, serve",
+        description="Machine/Job Features (HSF-TN-2016-02): one file per key.",
+    )
     sub = mjf.add_subparsers(dest="mjf_command", metavar="ACTION", required=True)
     write = sub.add_parser("write", help="write this VM's machine features from the configuration")
-    write.add_argument("--root", help="write below this directory instead of the configured state dir")
+    write.add_argument(
+        "--root", help="write below this directory instead of the configured state dir"
+    )
     write.set_defaults(func=_write)
-    show = sub.add_parser("show", help="table of keys, values and units; what is missing or malformed")
-    show.add_argument("location", nargs="?", help="features directory or http(s) URL "
-                      "(default: $MACHINEFEATURES, then $JOBFEATURES)")
+    show = sub.add_parser(
+        "show", help="table of keys, values and units; what is missing or malformed"
+    )
+    show.add_argument(
+        "location",
+        nargs="?",
+        help="features directory or http(s) URL (default: $MACHINEFEATURES, then $JOBFEATURES)",
+    )
     show.add_argument("--job", help="also read this job features directory or URL")
     show.set_defaults(func=_show)
     serve = sub.add_parser("serve", help="serve a features tree read-only over loopback HTTP")
@@ -32,8 +42,17 @@ def _write(args: argparse.Namespace) -> int:
 
     overrides = {"paths.root": args.root} if args.root else None
     loaded = config.load(args.config, overrides=overrides)
-    ctx = Context(config=loaded, instance_id="local", options={}, facts={}, env={}, clock=SystemClock(),
-                  deadline=float("inf"), actions=Actions(False), step="mjf write")
+    ctx = Context(
+        config=loaded,
+        instance_id="local",
+        options={},
+        facts={},
+        env={},
+        clock=SystemClock(),
+        deadline=float("inf"),
+        actions=Actions(False),
+        step="mjf write",
+    )
     result = SetupMjf().run(ctx)
     print(f"machine features written to {result.env['MACHINEFEATURES']}")
     return 0
@@ -45,8 +64,14 @@ def _show(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from .features import JOB_KEYS, LEGACY_KEYS, MACHINE_KEYS, UNITS, read_features
 
-    locations = [loc for loc in (args.location or os.environ.get("MACHINEFEATURES"), args.job
-                                 or os.environ.get("JOBFEATURES")) if loc]
+    locations = [
+        loc
+        for loc in (
+            args.location or os.environ.get("MACHINEFEATURES"),
+            args.job or os.environ.get("JOBFEATURES"),
+        )
+        if loc
+    ]
     if not locations:
         raise UsageError("no features location: give a directory or URL, or set $MACHINEFEATURES")
     bad, seen = 0, set()

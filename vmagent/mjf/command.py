@@ -17,12 +17,21 @@ class SetupMjf:
     """Write Machine Features (cores, HS06, shutdown time, grace) and export $MACHINEFEATURES."""
 
     name = "setup-mjf"
-    options_schema: Dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {}}
+    options_schema: Dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {},
+    }
 
     def run(self, ctx: Context) -> Result:
         settings = ctx.config.section("mjf")
         now = ctx.clock.time()
-        cores = int(ctx.config.section("slots").get("cores") or ctx.facts.get("cores") or os.cpu_count() or 1)
+        cores = int(
+            ctx.config.section("slots").get("cores")
+            or ctx.facts.get("cores")
+            or os.cpu_count()
+            or 1
+        )
         values: Dict[str, Any] = {"total_cpu": cores, "grace_secs": settings["grace_secs"]}
         if settings["hs06"] is not None:
             values["hs06"] = settings["hs06"]
@@ -33,15 +42,23 @@ class SetupMjf:
         if shutdown is not None:
             values["shutdowntime"] = int(shutdown)
         if settings["legacy_keys"]:
-            values.update(log_cores=cores, phys_cores=psutil.cpu_count(logical=False) or cores, jobslots=cores)
+            values.update(
+                log_cores=cores, phys_cores=psutil.cpu_count(logical=False) or cores, jobslots=cores
+            )
         target = machine_dir(ctx.config)
-        ctx.actions.record(ctx.step, "write", f"{target}/{{{','.join(sorted(values))}}}", not ctx.dry_run)
+        ctx.actions.record(
+            ctx.step, "write", f"{target}/{{{','.join(sorted(values))}}}", not ctx.dry_run
+        )
         if not ctx.dry_run:
             try:
                 write_features(target, values)
             except InputRejected as exc:
                 raise CommandFailed(f"machine features not written: {exc.message}") from None
-        facts = {"mjf_machine_dir": target, "mjf_total_cpu": cores, "mjf_shutdowntime": values.get("shutdowntime")}
+        facts = {
+            "mjf_machine_dir": target,
+            "mjf_total_cpu": cores,
+            "mjf_shutdowntime": values.get("shutdowntime"),
+        }
         return Result(facts=facts, env={"MACHINEFEATURES": target})
 
     def _measure_db12(self, ctx: Context) -> Any:
@@ -53,7 +70,9 @@ class SetupMjf:
         try:
             return round(float(done.stdout.strip().splitlines()[-1]), 3)
         except (ValueError, IndexError):
-            ctx.log.warning("db12 not measured (is the db12 package installed?): %s", done.stderr.strip()[-300:])
+            ctx.log.warning(
+                "db12 not measured (is the db12 package installed?): %s", done.stderr.strip()[-300:]
+            )
             return None
 
     def _shutdown(self, ctx: Context, now: float) -> Any:
@@ -66,7 +85,9 @@ class SetupMjf:
         if upstream:
             found = read_features(upstream, keys=("shutdowntime", "grace_secs"), now=now)
             for key, problem in found.problems:
-                ctx.log.warning("upstream machine features %s: %s: %s (ignored)", upstream, key, problem)
+                ctx.log.warning(
+                    "upstream machine features %s: %s: %s (ignored)", upstream, key, problem
+                )
             if "shutdowntime" in found.values:
                 candidates.append(float(found.values["shutdowntime"]))
         return min(candidates) if candidates else None

@@ -18,16 +18,41 @@ from ..errors import InputRejected
 from ..pilot.command import write_atomic
 
 MACHINE_KEYS = ("total_cpu", "hs06", "shutdowntime", "grace_secs")
-JOB_KEYS = ("allocated_cpu", "hs06_job", "shutdowntime_job", "grace_secs_job", "jobstart_secs", "job_id",
-            "wall_limit_secs", "cpu_limit_secs", "max_rss_bytes", "max_swap_bytes", "scratch_limit_bytes")
+JOB_KEYS = (
+    "allocated_cpu",
+    "hs06_job",
+    "shutdowntime_job",
+    "grace_secs_job",
+    "jobstart_secs",
+    "job_id",
+    "wall_limit_secs",
+    "cpu_limit_secs",
+    "max_rss_bytes",
+    "max_swap_bytes",
+    "scratch_limit_bytes",
+)
 LEGACY_KEYS = ("log_cores", "phys_cores", "jobslots")
 EXTRA_KEYS = ("db12",)
 UNITS = {
-    "total_cpu": "cores", "hs06": "HS06", "shutdowntime": "UNIX s", "grace_secs": "s",
-    "allocated_cpu": "cores", "hs06_job": "HS06", "shutdowntime_job": "UNIX s", "grace_secs_job": "s",
-    "jobstart_secs": "UNIX s", "job_id": "text", "wall_limit_secs": "s", "cpu_limit_secs": "s",
-    "max_rss_bytes": "bytes", "max_swap_bytes": "bytes", "scratch_limit_bytes": "bytes",
-    "log_cores": "cores", "phys_cores": "cores", "jobslots": "slots", "db12": "DB12",
+    "total_cpu": "cores",
+    "hs06": "HS06",
+    "shutdowntime": "UNIX s",
+    "grace_secs": "s",
+    "allocated_cpu": "cores",
+    "hs06_job": "HS06",
+    "shutdowntime_job": "UNIX s",
+    "grace_secs_job": "s",
+    "jobstart_secs": "UNIX s",
+    "job_id": "text",
+    "wall_limit_secs": "s",
+    "cpu_limit_secs": "s",
+    "max_rss_bytes": "bytes",
+    "max_swap_bytes": "bytes",
+    "scratch_limit_bytes": "bytes",
+    "log_cores": "cores",
+    "phys_cores": "cores",
+    "jobslots": "slots",
+    "db12": "DB12",
 }
 FLOAT_KEYS = {"hs06", "hs06_job", "db12"}
 TEXT_KEYS = {"job_id"}
@@ -68,12 +93,25 @@ def parse_value(key: str, text: str, *, now: Optional[float] = None) -> Value:
 def format_value(key: str, value: Any) -> str:
     """The file content for ``key``; validates ``value`` the way a reader will parse it."""
     if not NAME.match(key):
-        raise InputRejected(f"{key!r} is not a valid features key (lowercase letters, digits, underscore)")
+        raise InputRejected(
+            f"{key!r} is not a valid features key (lowercase letters, digits, underscore)"
+        )
     try:
-        text = str(value) if key in TEXT_KEYS else repr(float(value)) if key in FLOAT_KEYS else str(int(value))
+        text = (
+            str(value)
+            if key in TEXT_KEYS
+            else repr(float(value))
+            if key in FLOAT_KEYS
+            else str(int(value))
+        )
     except (TypeError, ValueError):
         raise InputRejected(f"{key}: {str(value)[:40]!r} is not a number") from None
-    if key not in TEXT_KEYS and isinstance(value, float) and key not in FLOAT_KEYS and value != int(value):
+    if (
+        key not in TEXT_KEYS
+        and isinstance(value, float)
+        and key not in FLOAT_KEYS
+        and value != int(value)
+    ):
         raise InputRejected(f"{key}: {value} must be a whole number of {UNITS.get(key, 'units')}")
     parse_value(key, text)
     return text
@@ -87,8 +125,14 @@ def write_features(directory: str, values: Mapping[str, Value]) -> None:
         write_atomic(os.path.join(directory, key), text, 0o644)
 
 
-def read_features(location: str, *, timeout: float = 5.0, keys: Optional[Tuple[str, ...]] = None,
-                  now: Optional[float] = None, retries: int = 2) -> Features:
+def read_features(
+    location: str,
+    *,
+    timeout: float = 5.0,
+    keys: Optional[Tuple[str, ...]] = None,
+    now: Optional[float] = None,
+    retries: int = 2,
+) -> Features:
     """Read a features directory (path) or base URL; malformed values go to ``problems``."""
     found = Features(location)
     wanted = keys or (MACHINE_KEYS + JOB_KEYS + LEGACY_KEYS + EXTRA_KEYS)
@@ -141,7 +185,7 @@ def _fetch(base: str, key: str, timeout: float, retries: int) -> str:
         except (urllib.error.URLError, TimeoutError) as exc:
             if attempt == retries:
                 raise OSError(f"{url}: {getattr(exc, 'reason', exc)}") from None
-        time.sleep(0.2 * 2 ** attempt)
+        time.sleep(0.2 * 2**attempt)
     raise OSError(url)
 
 
@@ -179,7 +223,9 @@ def update_shutdowntime(config: Config, shutdown_at: float, *, clock: Clock) -> 
     write_features(machine, {"shutdowntime": value})
     jobs = os.path.join(config.path("paths.state_dir"), "mjf", "jobs")
     for slot in sorted(os.listdir(jobs)) if os.path.isdir(jobs) else []:
-        current = read_features(os.path.join(jobs, slot), keys=("shutdowntime_job", "grace_secs_job")).values
+        current = read_features(
+            os.path.join(jobs, slot), keys=("shutdowntime_job", "grace_secs_job")
+        ).values
         job_value = int(max(value, clock.time() + float(current.get("grace_secs_job", 0))))
         write_features(os.path.join(jobs, slot), {"shutdowntime_job": job_value})
     return value

@@ -10,13 +10,17 @@ from typing import Tuple
 from .features import NAME
 
 
-def make_server(root: str, host: str = "127.0.0.1", port: int = 0) -> http.server.ThreadingHTTPServer:
+def make_server(
+    root: str, host: str = "127.0.0.1", port: int = 0
+) -> http.server.ThreadingHTTPServer:
     """A server (not yet serving) that answers GET /<dir>/.../<key> from files below ``root``."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
             parts = [p for p in self.path.split("?", 1)[0].split("/") if p]
-            if not parts or not all(NAME.match(p) or p.replace("-", "").replace(":", "").isalnum() for p in parts):
+            if not parts or not all(
+                NAME.match(p) or p.replace("-", "").replace(":", "").isalnum() for p in parts
+            ):
                 self.send_error(404)
                 return
             path = os.path.join(root, *parts)
@@ -38,7 +42,9 @@ def make_server(root: str, host: str = "127.0.0.1", port: int = 0) -> http.serve
     return http.server.ThreadingHTTPServer((host, port), Handler)
 
 
-def serve_in_thread(root: str, host: str = "127.0.0.1", port: int = 0) -> Tuple[http.server.ThreadingHTTPServer, str]:
+def serve_in_thread(
+    root: str, host: str = "127.0.0.1", port: int = 0
+) -> Tuple[http.server.ThreadingHTTPServer, str]:
     """Start serving ``root`` in a daemon thread; returns the server and its base URL."""
     server = make_server(root, host, port)
     threading.Thread(target=server.serve_forever, daemon=True, name="mjf-http").start()

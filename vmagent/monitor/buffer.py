@@ -37,7 +37,9 @@ class MissedHeartbeats:
             self.max_load = max(float(load[0]), self.max_load or 0.0)
         free = (heartbeat.get("slots") or {}).get("free_cores")
         if isinstance(free, int):
-            self.min_free_cores = free if self.min_free_cores is None else min(free, self.min_free_cores)
+            self.min_free_cores = (
+                free if self.min_free_cores is None else min(free, self.min_free_cores)
+            )
 
     def summary(self) -> Optional[Dict[str, Any]]:
         """The ``missed`` object of the next heartbeat, or None when nothing was missed."""

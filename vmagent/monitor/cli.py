@@ -13,35 +13,59 @@ UNITS = ("vmagent-monitor.service", "vmagent-slots.service", "vmagent-pilot.serv
 
 def register(subparsers: Any) -> None:
     monitor = subparsers.add_parser(
-        "monitor", help="the watchdog: heartbeats, instructions, halt policies",
+        "monitor",
+        help="the watchdog: heartbeats, instructions, halt policies",
         description="Watch this VM for its whole life: sample it with psutil, heartbeat to the configured "
-                    "endpoints (monitor.endpoints: http, vac, log), obey drain/halt/shutdown_at instructions and "
-                    "halt the VM by policy (monitor.*_seconds) without losing any payload's output.",
+        "endpoints (monitor.endpoints: http, vac, log), obey drain/halt/shutdown_at instructions and "
+        "halt the VM by policy (monitor.*_seconds) without losing any payload's output.",
         epilog="Under systemd use the vmagent-monitor.service unit ('vmagent monitor units'). For a local "
-               "try-out set monitor.halt_action to 'exit' so the host stays up.")
+        "try-out set monitor.halt_action to 'exit' so the host stays up.",
+    )
     sub = monitor.add_subparsers(dest="monitor_command", metavar="ACTION", required=True)
-    run = sub.add_parser("run", help="run until a policy or an instruction halts the VM",
-                         description="Run the monitor loop. It stops without halting on SIGTERM or SIGINT; it "
-                                     "halts (drain, stop payloads, shutdown_message, final heartbeat, halt action) "
-                                     "when a policy fires or an endpoint says halt.")
-    run.add_argument("--once", action="store_true",
-                     help="one pass: check the policies, heartbeat every endpoint once, obey what they answer, "
-                          "halt if that is the decision, then exit")
-    run.add_argument("--dry-run", action="store_true",
-                     help="send nothing and change nothing: print the heartbeat that would be sent and the "
-                          "decision the policies would take now")
+    run = sub.add_parser(
+        "run",
+        help="run until a policy or an instruction halts the VM",
+        description="Run the monitor loop. It stops without halting on SIGTERM or SIGINT; it "
+        "halts (drain, stop payloads, shutdown_message, final heartbeat, halt action) "
+        "when a policy fires or an endpoint says halt.",
+    )
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="one pass: check the policies, heartbeat every endpoint once, obey what they answer, "
+        "halt if that is the decision, then exit",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="send nothing and change nothing: print the heartbeat that would be sent and the "
+        "decision the policies would take now",
+    )
     run.set_defaults(func=_run)
-    sample = sub.add_parser("sample", help="print one full sample as JSON; sends nothing",
-                            description="Print what the monitor sees now (CPU per core, memory, disks, slots, "
-                                        "pilots and their log ages, pipeline) and the heartbeat body made of it.")
+    sample = sub.add_parser(
+        "sample",
+        help="print one full sample as JSON; sends nothing",
+        description="Print what the monitor sees now (CPU per core, memory, disks, slots, "
+        "pilots and their log ages, pipeline) and the heartbeat body made of it.",
+    )
     sample.add_argument("--heartbeat", action="store_true", help="print only the heartbeat body")
-    sample.add_argument("--interval", type=float, default=0.5, metavar="SECONDS",
-                        help="measure CPU use over this many seconds (default 0.5)")
+    sample.add_argument(
+        "--interval",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="measure CPU use over this many seconds (default 0.5)",
+    )
     sample.set_defaults(func=_sample)
-    units = sub.add_parser("units", help="print or install the systemd units shipped with vmagent",
-                           description="Print the systemd units (Type=notify monitor with WatchdogSec, slot "
-                                       "manager, pilot pipeline), or write them into a directory.")
-    units.add_argument("--output", metavar="DIR", help="write the units into DIR (e.g. /etc/systemd/system)")
+    units = sub.add_parser(
+        "units",
+        help="print or install the systemd units shipped with vmagent",
+        description="Print the systemd units (Type=notify monitor with WatchdogSec, slot "
+        "manager, pilot pipeline), or write them into a directory.",
+    )
+    units.add_argument(
+        "--output", metavar="DIR", help="write the units into DIR (e.g. /etc/systemd/system)"
+    )
     units.set_defaults(func=_units)
 
 
@@ -55,12 +79,19 @@ def _run(args: argparse.Namespace) -> int:
     # monitor lives as long as the VM and stays smaller without the JSON Schema library and
     # importlib.metadata loaded (the same errors, the same exit code 2)
     path = args.config or config.default_path()
-    checked = subprocess.run([sys.executable, "-m", "vmagent", "check-config", "--plugins", path],
-                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    checked = subprocess.run(
+        [sys.executable, "-m", "vmagent", "check-config", "--plugins", path],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if checked.returncode != 0:
         sys.stderr.write(checked.stderr)
         return checked.returncode
-    plugins.preset(plugins.Plugin(**found) for found in json.loads(checked.stdout.strip().splitlines()[-1]))
+    plugins.preset(
+        plugins.Plugin(**found) for found in json.loads(checked.stdout.strip().splitlines()[-1])
+    )
     monitor = Monitor(config.load_checked(path))
     if args.dry_run:
         _dump(monitor.preview())
@@ -84,7 +115,9 @@ def _sample(args: argparse.Namespace) -> int:
     sampler = Sampler(cfg, clock)
     clock.sleep(max(0.0, args.interval))
     found = sampler.take()
-    body = heartbeat(found, instance_id=detect_instance_id(cfg), seq=0, status="running", remaining=None)
+    body = heartbeat(
+        found, instance_id=detect_instance_id(cfg), seq=0, status="running", remaining=None
+    )
     _dump(body if args.heartbeat else {"sample": found, "heartbeat": body})
     return 0
 

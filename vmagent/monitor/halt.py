@@ -45,11 +45,17 @@ class ExitProcess:
         self.config = config
 
     def __call__(self, decision: Any) -> None:
-        log.warning("halt action 'exit': the monitor stops, the machine stays up (%s)", decision.message)
+        log.warning(
+            "halt action 'exit': the monitor stops, the machine stays up (%s)", decision.message
+        )
 
 
-def stop_payloads(running: List[Mapping[str, Any]], grace: float, clock: Clock,
-                  tick: Optional[Callable[[], None]] = None) -> Dict[str, str]:
+def stop_payloads(
+    running: List[Mapping[str, Any]],
+    grace: float,
+    clock: Clock,
+    tick: Optional[Callable[[], None]] = None,
+) -> Dict[str, str]:
     """SIGTERM each payload's process group, wait up to ``grace``, SIGKILL what is left.
 
     Returns how each payload ended: ``terminated``, ``killed``, ``gone`` (nothing left to signal) or

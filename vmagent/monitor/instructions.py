@@ -43,8 +43,13 @@ def parse(raw: Any, source: str) -> Optional[Instruction]:
         log.error("refused an instruction from %s: %s; got %s", source, detail, _shown(raw))
         return None
     at = raw.get("shutdown_at")
-    return Instruction(id=int(raw["id"]), action=str(raw["action"]), source=source,
-                       shutdown_at=float(at) if at is not None else None, reason=str(raw.get("reason") or ""))
+    return Instruction(
+        id=int(raw["id"]),
+        action=str(raw["action"]),
+        source=source,
+        shutdown_at=float(at) if at is not None else None,
+        reason=str(raw.get("reason") or ""),
+    )
 
 
 def problems(raw: Any) -> List[Tuple[str, str]]:
@@ -56,14 +61,23 @@ def problems(raw: Any) -> List[Tuple[str, str]]:
     """
     if not isinstance(raw, dict):
         return [("", f"{_shown(raw)} is not of type 'object'")]
-    found = [(key, "unknown key; allowed: " + ", ".join(sorted(FIELDS))) for key in raw if key not in FIELDS]
+    found = [
+        (key, "unknown key; allowed: " + ", ".join(sorted(FIELDS)))
+        for key in raw
+        if key not in FIELDS
+    ]
     found += [("", f"{key!r} is a required property") for key in ("id", "action") if key not in raw]
     if "id" in raw and not (_is_integer(raw["id"]) and raw["id"] >= 0):
         found.append(("id", "must be an integer >= 0"))
     if "action" in raw and raw["action"] not in ACTIONS:
-        found.append(("action", f"{_shown(raw['action'])} is not allowed; use one of: {', '.join(ACTIONS)}"))
-    if "shutdown_at" in raw and not (_is_number(raw["shutdown_at"]) and math.isfinite(raw["shutdown_at"])
-                                     and raw["shutdown_at"] >= 0):
+        found.append(
+            ("action", f"{_shown(raw['action'])} is not allowed; use one of: {', '.join(ACTIONS)}")
+        )
+    if "shutdown_at" in raw and not (
+        _is_number(raw["shutdown_at"])
+        and math.isfinite(raw["shutdown_at"])
+        and raw["shutdown_at"] >= 0
+    ):
         found.append(("shutdown_at", "must be a finite number >= 0 (UNIX seconds)"))
     if "reason" in raw and not (isinstance(raw["reason"], str) and len(raw["reason"]) <= 1024):
         found.append(("reason", "must be a string of at most 1024 characters"))
@@ -73,7 +87,9 @@ def problems(raw: Any) -> List[Tuple[str, str]]:
 
 
 def _is_integer(value: Any) -> bool:
-    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+    return (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and value.is_integer()
+    )
 
 
 def _is_number(value: Any) -> bool:
@@ -99,7 +115,11 @@ class Inbox:
     def accept(self, answer: Any) -> List[Instruction]:
         """The new, valid instructions in one answer; refused and repeated ones are only logged or acked."""
         if not isinstance(answer, list):
-            log.error("refused the answer of %s: instructions must be a list, got %s", self.source, _shown(answer))
+            log.error(
+                "refused the answer of %s: instructions must be a list, got %s",
+                self.source,
+                _shown(answer),
+            )
             return []
         fresh = []
         for raw in answer[:MAX_ACKS]:
@@ -108,7 +128,9 @@ class Inbox:
                 continue
             self._ack(instruction.id)
             if instruction.id in self.done:
-                log.info("instruction %d from %s was already carried out", instruction.id, self.source)
+                log.info(
+                    "instruction %d from %s was already carried out", instruction.id, self.source
+                )
                 continue
             self.done[instruction.id] = None
             while len(self.done) > REMEMBERED:

@@ -27,8 +27,14 @@ log = logging.getLogger("vmagent.monitor")
 class Call:
     """One endpoint call running in a daemon thread; its answer or error is read once ``done``."""
 
-    def __init__(self, name: str, work: Callable[[], Any], wake: threading.Event, started: float,
-                 body: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        work: Callable[[], Any],
+        wake: threading.Event,
+        started: float,
+        body: Optional[Dict[str, Any]] = None,
+    ) -> None:
         self.started = started
         self.body = body
         self.answer: Any = None
@@ -59,7 +65,9 @@ class Call:
 class Link:
     """One endpoint with its schedule, failures in a row, what it missed and what it is owed acks for."""
 
-    def __init__(self, name: str, plugin: Any, buffer_size: int, outage_limit: Optional[float]) -> None:
+    def __init__(
+        self, name: str, plugin: Any, buffer_size: int, outage_limit: Optional[float]
+    ) -> None:
         self.name = name
         self.plugin = plugin
         self.outage_limit = outage_limit
@@ -79,15 +87,22 @@ class Link:
         self.call = None
         return call
 
-    def ended(self, call: Call, now: float, mono: float, delay: Callable[[int], float]) -> List[Instruction]:
+    def ended(
+        self, call: Call, now: float, mono: float, delay: Callable[[int], float]
+    ) -> List[Instruction]:
         """Book the end of ``call`` and schedule the next beat; the new instructions it brought.
 
         ``delay(failures)`` is the time from one beat to the next after that many failures in a row.
         """
         body = call.body or {}
         if call.late:
-            log.warning("%s answered heartbeat %d after %.0f s; %d beats skipped meanwhile", self.name,
-                        body["seq"], mono - call.started, call.late)
+            log.warning(
+                "%s answered heartbeat %d after %.0f s; %d beats skipped meanwhile",
+                self.name,
+                body["seq"],
+                mono - call.started,
+                call.late,
+            )
         if isinstance(call.error, ManagerRefused):
             self.missed.add(body)
             self.next_at = call.started + delay(0)
@@ -98,12 +113,21 @@ class Link:
             self.missed.add(body)
             wait = delay(self.failures)
             self.next_at = call.started + wait
-            log.warning("%s unreachable (%d in a row, %d heartbeats missed), next try in %.0f s: %s", self.name,
-                        self.failures, len(self.missed), wait,
-                        getattr(call.error, "message", None) or repr(call.error))
+            log.warning(
+                "%s unreachable (%d in a row, %d heartbeats missed), next try in %.0f s: %s",
+                self.name,
+                self.failures,
+                len(self.missed),
+                wait,
+                getattr(call.error, "message", None) or repr(call.error),
+            )
             return []
         if len(self.missed):
-            log.info("%s reachable again after %d missed heartbeats (summary sent)", self.name, len(self.missed))
+            log.info(
+                "%s reachable again after %d missed heartbeats (summary sent)",
+                self.name,
+                len(self.missed),
+            )
         self.missed.clear()
         self.inbox.delivered(body.get("acks", []))
         self.failures = 0
@@ -120,8 +144,12 @@ class Link:
         self.late += 1
         self.next_at = mono + period
         if call.late == 1:
-            log.warning("%s: heartbeat %s unanswered for %.0f s; no new beat until it ends", self.name,
-                        (call.body or {}).get("seq"), mono - call.started)
+            log.warning(
+                "%s: heartbeat %s unanswered for %.0f s; no new beat until it ends",
+                self.name,
+                (call.body or {}).get("seq"),
+                mono - call.started,
+            )
 
 
 def build_links(config: Config, endpoints: Optional[Dict[str, Any]] = None) -> List[Link]:
@@ -138,21 +166,32 @@ def build_links(config: Config, endpoints: Optional[Dict[str, Any]] = None) -> L
         # nothing to check in empty options unless some are required (spares loading jsonschema)
         found = validation_problems(schema, options) if options or schema.get("required") else []
         if found:
-            raise ConfigError(config.source, [(f"monitor.endpoints.{i}.options{'.' + p if p else ''}", m)
-                                              for p, m in found])
+            raise ConfigError(
+                config.source,
+                [(f"monitor.endpoints.{i}.options{'.' + p if p else ''}", m) for p, m in found],
+            )
         apply_defaults(schema, options)
         limit = entry.get("outage_halt_seconds", default_limit)
         links.append(Link(f"{entry['name']}#{i}", cls(config, options), size, limit))
     return links
 
 
-def final_reports(link: Link, body: Dict[str, Any], sample: Mapping[str, Any], decision: Any,
-                  previous: Optional[Call], end: float) -> None:
+def final_reports(
+    link: Link,
+    body: Dict[str, Any],
+    sample: Mapping[str, Any],
+    decision: Any,
+    previous: Optional[Call],
+    end: float,
+) -> None:
     """In a worker: after the call still in flight (if it ends by ``end``), the last heartbeat and the
     halting notice, each within the endpoint's own deadline; failures are logged."""
     if previous is not None and not previous.wait(end - time.monotonic()):
-        log.warning("%s: still no answer to heartbeat %s; no final reports", link.name,
-                    (previous.body or {}).get("seq"))
+        log.warning(
+            "%s: still no answer to heartbeat %s; no final reports",
+            link.name,
+            (previous.body or {}).get("seq"),
+        )
         return
     for what in ("final heartbeat", "halting notice"):
         try:
@@ -161,4 +200,6 @@ def final_reports(link: Link, body: Dict[str, Any], sample: Mapping[str, Any], d
             else:
                 link.plugin.halting(decision)
         except Exception as exc:  # noqa: BLE001 - the VM halts whether or not the endpoint hears of it
-            log.warning("%s: %s not delivered: %s", link.name, what, getattr(exc, "message", None) or exc)
+            log.warning(
+                "%s: %s not delivered: %s", link.name, what, getattr(exc, "message", None) or exc
+            )

@@ -39,9 +39,16 @@ log = logging.getLogger("vmagent.monitor")
 class Monitor:
     """Watches the VM until a policy or an instruction says halt; ``run`` returns that decision."""
 
-    def __init__(self, config: Config, *, clock: Optional[Clock] = None, rng: Optional[random.Random] = None,
-                 endpoints: Optional[Dict[str, Any]] = None, halt_action: Any = None,
-                 boot_time: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Optional[Clock] = None,
+        rng: Optional[random.Random] = None,
+        endpoints: Optional[Dict[str, Any]] = None,
+        halt_action: Any = None,
+        boot_time: Optional[float] = None,
+    ) -> None:
         from ..pilot.instance import detect_instance_id
 
         self.config, self.settings = config, config.section("monitor")
@@ -51,7 +58,8 @@ class Monitor:
         self.instance_id = detect_instance_id(config)
         self.links = build_links(config, endpoints)
         self.halt_action = halt_action or plugins.load(
-            plugins.GROUPS["halt_actions"], self.settings["halt_action"])(config)
+            plugins.GROUPS["halt_actions"], self.settings["halt_action"]
+        )(config)
         self.started, self.seq, self.halting = self.clock.time(), 0, False
         self.decision: Optional[Decision] = None
         self.stop_signal: Optional[int] = None
@@ -66,8 +74,12 @@ class Monitor:
         previous = self._trap_signals()
         try:
             sd_notify.notify(f"READY=1\nSTATUS=watching {self.instance_id}")
-            log.info("monitor of %s: endpoints %s, halt action %s", self.instance_id,
-                     ", ".join(link.name for link in self.links) or "none", self.settings["halt_action"])
+            log.info(
+                "monitor of %s: endpoints %s, halt action %s",
+                self.instance_id,
+                ", ".join(link.name for link in self.links) or "none",
+                self.settings["halt_action"],
+            )
             while self.decision is None and self.stop_signal is None:
                 self.tick()
                 if once:
@@ -111,7 +123,9 @@ class Monitor:
         """Wait up to ``seconds`` for the calls in flight (petting the watchdog), then act on their answers."""
         end = time.monotonic() + seconds
         while self.stop_signal is None and time.monotonic() < end:
-            pending = [link.call for link in self.links if link.call is not None and not link.call.done()]
+            pending = [
+                link.call for link in self.links if link.call is not None and not link.call.done()
+            ]
             if not pending:
                 break
             if not pending[0].wait(min(1.0, end - time.monotonic())):
@@ -139,8 +153,12 @@ class Monitor:
                 self.beat(link, sample, self.remaining(now, shutdown_at))
         self.decision = self.decision or self._outage(now)
         if self.decision is not None:
-            log.warning("decision: %s [%s, vacuum code %d]", self.decision.reason, self.decision.policy,
-                        self.decision.vacuum_code)
+            log.warning(
+                "decision: %s [%s, vacuum code %d]",
+                self.decision.reason,
+                self.decision.policy,
+                self.decision.vacuum_code,
+            )
 
     def status(self) -> str:
         """halting, draining (the drain file exists) or running."""
@@ -155,17 +173,34 @@ class Monitor:
         sample, now = self.sampler.take(), self.clock.time()
         shutdown_at, grace = self.shutdown_time()
         decision = self.policies.check(now, sample, shutdown_at, grace)
-        body = heartbeat(sample, instance_id=self.instance_id, seq=0, status=self.status(),
-                         remaining=self.remaining(now, shutdown_at))
-        return {"heartbeat": body, "endpoints": [link.name for link in self.links],
-                "halt_action": self.settings["halt_action"],
-                "decision": None if decision is None else {"policy": decision.policy, "reason": decision.reason,
-                                                           "vacuum_code": decision.vacuum_code}}
+        body = heartbeat(
+            sample,
+            instance_id=self.instance_id,
+            seq=0,
+            status=self.status(),
+            remaining=self.remaining(now, shutdown_at),
+        )
+        return {
+            "heartbeat": body,
+            "endpoints": [link.name for link in self.links],
+            "halt_action": self.settings["halt_action"],
+            "decision": None
+            if decision is None
+            else {
+                "policy": decision.policy,
+                "reason": decision.reason,
+                "vacuum_code": decision.vacuum_code,
+            },
+        }
 
     def shutdown_time(self) -> Tuple[Optional[float], float]:
-        values = mjf.read_features(mjf.machine_dir(self.config), keys=("shutdowntime", "grace_secs")).values
+        values = mjf.read_features(
+            mjf.machine_dir(self.config), keys=("shutdowntime", "grace_secs")
+        ).values
         shutdown = values.get("shutdowntime")
-        return (float(shutdown) if shutdown is not None else None), float(values.get("grace_secs", 0))
+        return (float(shutdown) if shutdown is not None else None), float(
+            values.get("grace_secs", 0)
+        )
 
     def remaining(self, now: float, shutdown_at: Optional[float]) -> Optional[float]:
         ends = [shutdown_at] if shutdown_at is not None else []
@@ -175,13 +210,17 @@ class Monitor:
 
     # --- heartbeats -------------------------------------------------------------------------------
 
-    def body(self, link: Link, sample: Mapping[str, Any], remaining: Optional[float]) -> Dict[str, Any]:
+    def body(
+        self, link: Link, sample: Mapping[str, Any], remaining: Optional[float]
+    ) -> Dict[str, Any]:
         """The next heartbeat for ``link``: the sample, its acks and a summary of what it missed."""
         self.seq += 1
         status = self.status()
         if status == "running" and sample["pipeline"]["outcome"] == "running":
             status = "booting"
-        body = heartbeat(sample, instance_id=self.instance_id, seq=self.seq, status=status, remaining=remaining)
+        body = heartbeat(
+            sample, instance_id=self.instance_id, seq=self.seq, status=status, remaining=remaining
+        )
         acks, missed = link.inbox.acks(), link.missed.summary()
         if acks:
             body["acks"] = acks
@@ -194,8 +233,13 @@ class Monitor:
         body = self.body(link, sample, remaining)
         mono = self.clock.monotonic()
         link.next_at = mono + self._period(link)  # until the answer sets the next beat
-        link.call = Call(f"{link.name} heartbeat {body['seq']}", partial(link.plugin.send, body, sample),
-                         self.wake, mono, body)
+        link.call = Call(
+            f"{link.name} heartbeat {body['seq']}",
+            partial(link.plugin.send, body, sample),
+            self.wake,
+            mono,
+            body,
+        )
 
     def collect(self) -> None:
         """Act on every call that has ended: obey its instructions, or note its failure and back off."""
@@ -204,7 +248,9 @@ class Monitor:
             call = link.finished()
             if call is None:
                 continue
-            for instruction in link.ended(call, self.clock.time(), self.clock.monotonic(), partial(self._delay, link)):
+            for instruction in link.ended(
+                call, self.clock.time(), self.clock.monotonic(), partial(self._delay, link)
+            ):
                 self.obey(instruction)
 
     def _period(self, link: Link) -> float:
@@ -225,16 +271,25 @@ class Monitor:
         for link in self.links:
             silent = now - (link.last_ok if link.last_ok is not None else self.started)
             if link.outage_limit and silent >= link.outage_limit:
-                return Decision("outage", f"{link.name.split('#')[0]} endpoint silent for {silent:.0f} s "
-                                          f"(limit {link.outage_limit:g} s)", 700)
+                return Decision(
+                    "outage",
+                    f"{link.name.split('#')[0]} endpoint silent for {silent:.0f} s "
+                    f"(limit {link.outage_limit:g} s)",
+                    700,
+                )
         return None
 
     # --- instructions -----------------------------------------------------------------------------
 
     def obey(self, instruction: Instruction) -> None:
         """Carry out one validated instruction (the schema allows only drain, halt and shutdown_at)."""
-        log.warning("instruction %d from %s: %s%s", instruction.id, instruction.source, instruction.action,
-                    f" ({instruction.reason})" if instruction.reason else "")
+        log.warning(
+            "instruction %d from %s: %s%s",
+            instruction.id,
+            instruction.source,
+            instruction.action,
+            f" ({instruction.reason})" if instruction.reason else "",
+        )
         getattr(self, f"handle_{instruction.action}")(instruction)
 
     def handle_drain(self, instruction: Instruction) -> None:
@@ -242,16 +297,23 @@ class Monitor:
 
     def handle_halt(self, instruction: Instruction) -> None:
         by = instruction.source.split("#")[0]
-        reason = f"halt requested by {by}" + (f": {instruction.reason}" if instruction.reason else "")
+        reason = f"halt requested by {by}" + (
+            f": {instruction.reason}" if instruction.reason else ""
+        )
         self.decision = self.decision or Decision("instruction", reason, 100)
 
     def handle_shutdown_at(self, instruction: Instruction) -> None:
-        written = mjf.update_shutdowntime(self.config, float(instruction.shutdown_at or 0), clock=self.clock)
+        written = mjf.update_shutdowntime(
+            self.config, float(instruction.shutdown_at or 0), clock=self.clock
+        )
         log.warning("shutdown time now %d (asked %d)", written, int(instruction.shutdown_at or 0))
 
     def drain(self, reason: str) -> None:
         """Ask the slot manager to start nothing new, and DIRAC pilots to stop matching jobs."""
-        for path in (pool_state.drain_path(self.config), host_path(self.config.root, "/var/lib/dirac_drain")):
+        for path in (
+            pool_state.drain_path(self.config),
+            host_path(self.config.root, "/var/lib/dirac_drain"),
+        ):
             if not os.path.exists(path):
                 write_atomic(path, reason + "\n", 0o644)
         log.warning("draining: %s", reason)
@@ -263,15 +325,30 @@ class Monitor:
         if self.halting:
             return
         self.halting = True
-        log.warning("halting: %s [%s, vacuum code %d]", decision.reason, decision.policy, decision.vacuum_code)
+        log.warning(
+            "halting: %s [%s, vacuum code %d]",
+            decision.reason,
+            decision.policy,
+            decision.vacuum_code,
+        )
         sd_notify.notify(f"STATUS=halting: {decision.message}")
         self.drain(f"halting: {decision.reason}")
         running = (pool_state.load(self.config) or {}).get("running", [])
         if isinstance(running, list) and running:
-            how = stop_payloads([e for e in running if isinstance(e, dict)], self.settings["payload_grace_seconds"],
-                                self.clock, tick=self._pet_watchdog)
-            log.warning("payloads stopped: %s", ", ".join(f"{k} {v}" for k, v in sorted(how.items())))
-        write_atomic(os.path.join(self.config.path("paths.state_dir"), "shutdown_message"), decision.message, 0o644)
+            how = stop_payloads(
+                [e for e in running if isinstance(e, dict)],
+                self.settings["payload_grace_seconds"],
+                self.clock,
+                tick=self._pet_watchdog,
+            )
+            log.warning(
+                "payloads stopped: %s", ", ".join(f"{k} {v}" for k, v in sorted(how.items()))
+            )
+        write_atomic(
+            os.path.join(self.config.path("paths.state_dir"), "shutdown_message"),
+            decision.message,
+            0o644,
+        )
         self.final_reports(decision)
         sd_notify.notify(f"STOPPING=1\nSTATUS=halting: {decision.message}")
         self.halt_action(decision)
@@ -289,10 +366,24 @@ class Monitor:
         end = time.monotonic() + bound
         calls = []
         for link in self.links:
-            work = partial(final_reports, link, self.body(link, sample, remaining), sample, decision, link.call, end)
-            calls.append((link, Call(f"{link.name} final reports", work, self.wake, self.clock.monotonic())))
+            work = partial(
+                final_reports,
+                link,
+                self.body(link, sample, remaining),
+                sample,
+                decision,
+                link.call,
+                end,
+            )
+            calls.append(
+                (link, Call(f"{link.name} final reports", work, self.wake, self.clock.monotonic()))
+            )
         for link, call in calls:
             while not call.wait(min(1.0, end - time.monotonic())) and time.monotonic() < end:
                 self._pet_watchdog()
             if not call.done():
-                log.warning("%s: final reports unanswered after %g s; halting without them", link.name, bound)
+                log.warning(
+                    "%s: final reports unanswered after %g s; halting without them",
+                    link.name,
+                    bound,
+                )

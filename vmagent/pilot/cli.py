@@ -17,25 +17,41 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    pilot = subparsers.add_parser("pilot", help="run the pilot pipeline that prepares this node",
-                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pilot = subparsers.add_parser(
+        "pilot",
+        help="run the pilot pipeline that prepares this node",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = pilot.add_subparsers(dest="pilot_command", metavar="ACTION", required=True)
 
     run = sub.add_parser("run", help="run the configured commands in order")
-    run.add_argument("--dry-run", action="store_true",
-                     help="list every external command and file write instead of doing them")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list every external command and file write instead of doing them",
+    )
     run.add_argument("--instance-id", help="override the detected cloud instance id")
-    run.add_argument("--status-file", help="where to write the JSON status (default: pilot.status_file)")
+    run.add_argument(
+        "--status-file", help="where to write the JSON status (default: pilot.status_file)"
+    )
     run.set_defaults(func=_run)
 
-    sub.add_parser("plan", help="show the resolved command list; changes nothing").set_defaults(func=_plan)
-    sub.add_parser("commands", help="list installed pilot commands and who provides them").set_defaults(
-        func=_commands)
+    sub.add_parser("plan", help="show the resolved command list; changes nothing").set_defaults(
+        func=_plan
+    )
+    sub.add_parser(
+        "commands", help="list installed pilot commands and who provides them"
+    ).set_defaults(func=_commands)
 
-    imp = sub.add_parser("import-dirac", help="turn a DIRAC pilot.json into a vmagent configuration")
+    imp = sub.add_parser(
+        "import-dirac", help="turn a DIRAC pilot.json into a vmagent configuration"
+    )
     imp.add_argument("pilot_json", help="DIRAC pilot.json (a dump of the CS Operations section)")
     imp.add_argument("--vo", help="take the VO's own Pilot section over the defaults")
-    imp.add_argument("--ce-type", default="Defaults", help="which Commands list to use (default: Defaults)")
+    imp.add_argument(
+        "--ce-type", default="Defaults", help="which Commands list to use (default: Defaults)"
+    )
     imp.add_argument("--setup", help="DIRAC setup to take (default: the file's DefaultSetup)")
     imp.add_argument("-o", "--out", help="write the configuration here instead of stdout")
     imp.set_defaults(func=_import_dirac)
@@ -46,7 +62,9 @@ def _run(args: argparse.Namespace) -> int:
     from .runner import Runner
 
     loaded = config.load(args.config)
-    runner = Runner(loaded, dry_run=args.dry_run, instance_id=args.instance_id, status_file=args.status_file)
+    runner = Runner(
+        loaded, dry_run=args.dry_run, instance_id=args.instance_id, status_file=args.status_file
+    )
     try:
         status = runner.run()
     finally:

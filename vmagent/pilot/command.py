@@ -39,7 +39,9 @@ class Actions:
         self.index = 0  # which pipeline step is running; set by the runner
 
     def record(self, step: str, kind: str, what: str, executed: bool) -> None:
-        self.entries.append({"step": step, "index": self.index, "kind": kind, "what": what, "executed": executed})
+        self.entries.append(
+            {"step": step, "index": self.index, "kind": kind, "what": what, "executed": executed}
+        )
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,9 @@ class Context:
         """Seconds left before this command's timeout."""
         left = self.deadline - self.clock.monotonic()
         if left <= 0:
-            raise CommandTimeout(f"{self.step} ran out of time", hint="raise its timeout in the config")
+            raise CommandTimeout(
+                f"{self.step} ran out of time", hint="raise its timeout in the config"
+            )
         return left
 
     def child_env(self, extra: Optional[Mapping[str, str]] = None) -> dict:
@@ -98,12 +102,16 @@ class Context:
         self.actions.record(self.step, "run", shown, executed=True)
         limit = self.remaining() if timeout is None else min(timeout, self.remaining())
         self.log.debug("%s: running %s", self.step, shown)
-        return process.run(argv, timeout=limit, env=self.child_env(env), cwd=cwd, input=input, check=check)
+        return process.run(
+            argv, timeout=limit, env=self.child_env(env), cwd=cwd, input=input, check=check
+        )
 
     def write_file(self, path: str, content: str, mode: int = 0o644) -> None:
         """Write ``path`` (a VM path) atomically with ``mode``; recorded only in dry-run mode."""
         target = self.path(path)
-        self.actions.record(self.step, "write", f"{path} (mode {mode:04o})", executed=not self.dry_run)
+        self.actions.record(
+            self.step, "write", f"{path} (mode {mode:04o})", executed=not self.dry_run
+        )
         if self.dry_run:
             return
         write_atomic(target, content, mode)

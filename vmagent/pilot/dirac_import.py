@@ -32,8 +32,9 @@ NO_EQUIVALENT = {
 }
 
 
-def convert_file(path: str, *, vo: Optional[str] = None, ce_type: str = "Defaults",
-                 setup: Optional[str] = None) -> Tuple[str, List[str]]:
+def convert_file(
+    path: str, *, vo: Optional[str] = None, ce_type: str = "Defaults", setup: Optional[str] = None
+) -> Tuple[str, List[str]]:
     """The YAML text of a vmagent configuration and the report lines for ``path``."""
     try:
         with open(path, encoding="utf-8") as fh:
@@ -43,13 +44,19 @@ def convert_file(path: str, *, vo: Optional[str] = None, ce_type: str = "Default
     except ValueError as exc:
         raise ConfigError(path, [("", f"not JSON: {exc}")]) from None
     if not isinstance(doc, dict):
-        raise ConfigError(path, [("", "must be a JSON object (a dump of the CS Operations section)")])
+        raise ConfigError(
+            path, [("", "must be a JSON object (a dump of the CS Operations section)")]
+        )
     config, report = convert(doc, vo=vo, ce_type=ce_type, setup=setup, source=path)
-    header = "".join(f"# {line}\n" for line in [f"Converted from {path} by vmagent pilot import-dirac."] + report)
+    header = "".join(
+        f"# {line}\n" for line in [f"Converted from {path} by vmagent pilot import-dirac."] + report
+    )
     return header + yaml.safe_dump(config, sort_keys=False), report
 
 
-def pilot_section(doc: Dict[str, Any], vo: Optional[str], setup: Optional[str], source: str) -> Dict[str, Any]:
+def pilot_section(
+    doc: Dict[str, Any], vo: Optional[str], setup: Optional[str], source: str
+) -> Dict[str, Any]:
     """The merged Pilot options: defaults first, then the setup's or the VO's own."""
     layers: List[Any] = []
     setups = doc.get("Setups") or {}
@@ -59,7 +66,10 @@ def pilot_section(doc: Dict[str, Any], vo: Optional[str], setup: Optional[str], 
     if vo:
         if not isinstance(doc.get(vo), dict):
             known = sorted(k for k, v in doc.items() if isinstance(v, dict) and "Pilot" in v)
-            raise ConfigError(source, [(vo, f"no section for VO {vo!r}; VO sections: {', '.join(known) or '(none)'}")])
+            raise ConfigError(
+                source,
+                [(vo, f"no section for VO {vo!r}; VO sections: {', '.join(known) or '(none)'}")],
+            )
         layers.append(doc[vo].get("Pilot"))
     merged: Dict[str, Any] = {}
     for layer in layers:
@@ -68,8 +78,14 @@ def pilot_section(doc: Dict[str, Any], vo: Optional[str], setup: Optional[str], 
     return merged
 
 
-def convert(doc: Dict[str, Any], *, vo: Optional[str] = None, ce_type: str = "Defaults", setup: Optional[str] = None,
-            source: str = "pilot.json") -> Tuple[Dict[str, Any], List[str]]:
+def convert(
+    doc: Dict[str, Any],
+    *,
+    vo: Optional[str] = None,
+    ce_type: str = "Defaults",
+    setup: Optional[str] = None,
+    source: str = "pilot.json",
+) -> Tuple[Dict[str, Any], List[str]]:
     """The vmagent configuration dict and report lines for an already-parsed pilot.json."""
     pilot = pilot_section(doc, vo, setup, source)
     commands_by_ce = pilot.get("Commands") or {}
@@ -99,12 +115,16 @@ def convert(doc: Dict[str, Any], *, vo: Optional[str] = None, ce_type: str = "De
                 options["cvmfs_locations"] = list(pilot["CVMFS_locations"])
             if extensions:
                 options["extension"] = f"{extensions[0]}DIRAC" if extensions[0] != "DIRAC" else None
-                report.append(f"extension {extensions[0]} mapped to pip package {options['extension']}: check the name")
+                report.append(
+                    f"extension {extensions[0]} mapped to pip package {options['extension']}: check the name"
+                )
             commands.append({"name": name, "options": options})
         elif name == "configure-dirac":
             if not servers:
                 report.append("no ConfigurationServers: set configure-dirac's cs_servers by hand")
-            options = {"cs_servers": list(servers) or ["dips://cs.example.org:9135/Configuration/Server"]}
+            options = {
+                "cs_servers": list(servers) or ["dips://cs.example.org:9135/Configuration/Server"]
+            }
             if setup or doc.get("DefaultSetup"):
                 options["setup"] = setup or doc.get("DefaultSetup")
             commands.append({"name": name, "options": options})
@@ -119,8 +139,12 @@ def _map(name: str, report: List[str]) -> List[str]:
         return MAPPING[name]
     for dirac, ours in MAPPING.items():
         if name.endswith(dirac):  # a VO's own variant, e.g. LHCbConfigureArchitecture
-            report.append(f"{name}: a VO variant of {dirac}, mapped to {', '.join(ours)}; "
-                          "a VO plugin may be needed for its extra behaviour")
+            report.append(
+                f"{name}: a VO variant of {dirac}, mapped to {', '.join(ours)}; "
+                "a VO plugin may be needed for its extra behaviour"
+            )
             return ours
-    report.append(f"{name}: no vmagent equivalent ({NO_EQUIVALENT.get(name, 'write a VO plugin command')})")
+    report.append(
+        f"{name}: no vmagent equivalent ({NO_EQUIVALENT.get(name, 'write a VO plugin command')})"
+    )
     return []

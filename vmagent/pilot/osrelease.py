@@ -9,7 +9,14 @@ from typing import Dict
 from ..errors import NodeUnfit
 
 EL_IDS = {"rhel", "almalinux", "rocky", "centos", "ol", "scientific", "fedora"}
-SUPPORTED = {("el", "8"), ("el", "9"), ("debian", "11"), ("debian", "12"), ("ubuntu", "22.04"), ("ubuntu", "24.04")}
+SUPPORTED = {
+    ("el", "8"),
+    ("el", "9"),
+    ("debian", "11"),
+    ("debian", "12"),
+    ("ubuntu", "22.04"),
+    ("ubuntu", "24.04"),
+}
 
 
 @dataclass(frozen=True)
@@ -49,8 +56,10 @@ def identify(text: str, source: str = "/etc/os-release") -> OsRelease:
     name = fields.get("PRETTY_NAME") or f"{os_id} {version}"
     if (family, version) not in SUPPORTED:
         allowed = ", ".join(f"{f}{v}" for f, v in sorted(SUPPORTED))
-        raise NodeUnfit(f"{source}: {name} is not supported (family {family}, version {version or '?'})",
-                        hint=f"use one of: {allowed}")
+        raise NodeUnfit(
+            f"{source}: {name} is not supported (family {family}, version {version or '?'})",
+            hint=f"use one of: {allowed}",
+        )
     return OsRelease(os_id, family, version, name)
 
 

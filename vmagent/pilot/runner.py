@@ -42,14 +42,23 @@ def load_commands(config: Config) -> List[Tuple[CommandSpec, Any]]:
 class Runner:
     """Runs one pipeline; ``run()`` returns the final ``RunStatus`` or raises ``PipelineFailed``."""
 
-    def __init__(self, config: Config, *, clock: Optional[Clock] = None, dry_run: bool = False,
-                 instance_id: Optional[str] = None, status_file: Optional[str] = None):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Optional[Clock] = None,
+        dry_run: bool = False,
+        instance_id: Optional[str] = None,
+        status_file: Optional[str] = None,
+    ):
         self.config = config
         self.clock = clock or SystemClock()
         self.actions = Actions(dry_run)
         self.instance_id = instance_id or detect_instance_id(config)
         self.status_file = status_file or config.path("pilot.status_file")
-        self.status = status_mod.RunStatus(self.instance_id, config.source, self.clock.time(), dry_run)
+        self.status = status_mod.RunStatus(
+            self.instance_id, config.source, self.clock.time(), dry_run
+        )
         self.facts: Dict[str, Any] = {"instance_id": self.instance_id}
         self.env: Dict[str, str] = {"VMAGENT_INSTANCE_ID": self.instance_id}
 
@@ -74,11 +83,15 @@ class Runner:
         outcome = "degraded" if failures else "ok"
         done = f"pilot pipeline {outcome}: {len(commands)} commands for instance {self.instance_id}"
         if failures:
-            done += "; failed but continued: " + ", ".join(f"{s.name} [{e.code}]" for s, e in failures)
+            done += "; failed but continued: " + ", ".join(
+                f"{s.name} [{e.code}]" for s, e in failures
+            )
         self._finish(outcome, done)
         return self.status
 
-    def _step(self, spec: CommandSpec, command: Any, step: status_mod.StepStatus, label: str) -> Optional[VmagentError]:
+    def _step(
+        self, spec: CommandSpec, command: Any, step: status_mod.StepStatus, label: str
+    ) -> Optional[VmagentError]:
         if spec.skip:
             step.outcome, step.reason = "skipped", spec.skip
             log.info("%s: skipped (%s)", label, spec.skip)
@@ -102,7 +115,9 @@ class Runner:
             step.attempts = attempt + 1
             if attempt:
                 delay = spec.backoff * 2 ** (attempt - 1)
-                log.warning("%s: attempt %d failed (%s); retrying in %g s", label, attempt, error, delay)
+                log.warning(
+                    "%s: attempt %d failed (%s); retrying in %g s", label, attempt, error, delay
+                )
                 self.clock.sleep(delay)
             result, error = self._attempt(spec, command)
             if error is None or self.actions.dry_run or isinstance(error, NodeUnfit):
@@ -110,7 +125,13 @@ class Runner:
         step.duration = round(self.clock.monotonic() - started, 3)
         if error is not None:
             step.outcome, step.error = "failed", error.as_dict()
-            log.error("%s: failed after %d attempt(s): [%s] %s", label, step.attempts, error.code, error.message)
+            log.error(
+                "%s: failed after %d attempt(s): [%s] %s",
+                label,
+                step.attempts,
+                error.code,
+                error.message,
+            )
             self._save()
             return error
         assert result is not None
@@ -118,19 +139,41 @@ class Runner:
         step.outcome = "skipped" if result.skipped else "ok"
         step.reason = result.skipped
         if spec.once_per_instance and not self.actions.dry_run and not result.skipped:
-            write_atomic(marker, json.dumps({"finished": self.clock.time(), "facts": thaw(result.facts),
-                                             "env": dict(result.env)}, default=str), 0o644)
-        log.info("%s: %s%s in %.2f s", label, step.outcome, f" ({result.skipped})" if result.skipped else "",
-                 step.duration)
+            write_atomic(
+                marker,
+                json.dumps(
+                    {
+                        "finished": self.clock.time(),
+                        "facts": thaw(result.facts),
+                        "env": dict(result.env),
+                    },
+                    default=str,
+                ),
+                0o644,
+            )
+        log.info(
+            "%s: %s%s in %.2f s",
+            label,
+            step.outcome,
+            f" ({result.skipped})" if result.skipped else "",
+            step.duration,
+        )
         self._save()
         return None
 
-    def _attempt(self, spec: CommandSpec, command: Any) -> Tuple[Optional[Result], Optional[VmagentError]]:
+    def _attempt(
+        self, spec: CommandSpec, command: Any
+    ) -> Tuple[Optional[Result], Optional[VmagentError]]:
         ctx = Context(
-            config=self.config, instance_id=self.instance_id, options=spec.options,
-            facts=MappingProxyType(dict(self.facts)), env=MappingProxyType(dict(self.env)),
-            clock=self.clock, deadline=self.clock.monotonic() + spec.timeout,
-            actions=self.actions, step=spec.name,
+            config=self.config,
+            instance_id=self.instance_id,
+            options=spec.options,
+            facts=MappingProxyType(dict(self.facts)),
+            env=MappingProxyType(dict(self.env)),
+            clock=self.clock,
+            deadline=self.clock.monotonic() + spec.timeout,
+            actions=self.actions,
+            step=spec.name,
         )
         try:
             with _alarm(spec.timeout, spec.name):
@@ -139,8 +182,11 @@ class Runner:
             return None, exc
         except Exception as exc:  # noqa: BLE001 - a crashing plugin is a failed step, not a dead runner
             log.debug("%s crashed:\n%s", spec.name, traceback.format_exc())
-            return None, CommandFailed(f"{type(exc).__name__}: {exc}", code="command-crashed",
-                                       hint=f"a bug in the {spec.name} command; run with -v for the traceback")
+            return None, CommandFailed(
+                f"{type(exc).__name__}: {exc}",
+                code="command-crashed",
+                hint=f"a bug in the {spec.name} command; run with -v for the traceback",
+            )
         if isinstance(returned, Result):
             return returned, None
         return Result(facts=dict(returned or {})), None
@@ -157,13 +203,19 @@ class Runner:
         return os.path.join(state, "instances", self.instance_id, "done", f"{spec.name}.json")
 
     def _failure_line(self, number: int, total: int, spec: CommandSpec, error: VmagentError) -> str:
-        line = f"pilot failed at step {number}/{total} {spec.name!r} [{error.code}]: {error.message}"
+        line = (
+            f"pilot failed at step {number}/{total} {spec.name!r} [{error.code}]: {error.message}"
+        )
         if not self.actions.dry_run:
             line += f"; full status in {self.status_file}"
         return line
 
     def _finish(self, outcome: str, summary: str) -> None:
-        self.status.outcome, self.status.summary, self.status.finished = outcome, summary, self.clock.time()
+        self.status.outcome, self.status.summary, self.status.finished = (
+            outcome,
+            summary,
+            self.clock.time(),
+        )
         if not self.actions.dry_run:
             write_atomic(self.config.path("pilot.env_file"), status_mod.env_script(self.env), 0o644)
         self._save()
@@ -181,8 +233,10 @@ def _alarm(seconds: float, name: str) -> Iterator[None]:
         return
 
     def expire(signum: int, frame: Any) -> None:
-        raise CommandTimeout(f"{name} did not finish within {seconds:g} s",
-                             hint="raise its timeout in the config or check what it waits for")
+        raise CommandTimeout(
+            f"{name} did not finish within {seconds:g} s",
+            hint="raise its timeout in the config or check what it waits for",
+        )
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)

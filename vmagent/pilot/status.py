@@ -43,7 +43,9 @@ class RunStatus:
         return asdict(self)
 
     def save(self, path: str) -> None:
-        write_atomic(path, json.dumps(self.as_dict(), indent=2, sort_keys=True, default=str) + "\n", 0o644)
+        write_atomic(
+            path, json.dumps(self.as_dict(), indent=2, sort_keys=True, default=str) + "\n", 0o644
+        )
 
 
 def load(path: str) -> Dict[str, Any]:

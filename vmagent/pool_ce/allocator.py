@@ -45,17 +45,25 @@ class Allocator:
         return self._draining
 
     def fits(self, cores: int, memory_mb: int) -> bool:
-        return not self._draining and 0 < cores <= self.free_cores and 0 <= memory_mb <= self.free_memory_mb
+        return (
+            not self._draining
+            and 0 < cores <= self.free_cores
+            and 0 <= memory_mb <= self.free_memory_mb
+        )
 
     def allocate(self, payload_id: str, cores: int, memory_mb: int) -> Tuple[int, ...]:
         """Reserve ``cores`` CPUs (contiguous ids where possible) and ``memory_mb`` for ``payload_id``."""
         if payload_id in self._held:
-            raise AllocationError(f"{payload_id} already holds CPUs {list(self._held[payload_id][0])}")
+            raise AllocationError(
+                f"{payload_id} already holds CPUs {list(self._held[payload_id][0])}"
+            )
         if self._draining:
             raise AllocationError(f"draining: {payload_id} cannot start")
         if not self.fits(cores, memory_mb):
-            raise AllocationError(f"{payload_id} needs {cores} cores and {memory_mb} MB; free: "
-                                  f"{self.free_cores} cores, {self.free_memory_mb} MB")
+            raise AllocationError(
+                f"{payload_id} needs {cores} cores and {memory_mb} MB; free: "
+                f"{self.free_cores} cores, {self.free_memory_mb} MB"
+            )
         cpus = self._pick(cores)
         self._held[payload_id] = (cpus, int(memory_mb))
         return cpus
@@ -64,10 +72,19 @@ class Allocator:
         """Take back a payload that was running before a restart; refuses any overlap."""
         busy = self._busy()
         wanted = tuple(sorted(cpus))
-        if payload_id in self._held or not wanted or set(wanted) & busy or not set(wanted) <= set(self._cpus):
-            raise AllocationError(f"cannot adopt {payload_id} on CPUs {list(wanted)}: unknown or already busy")
+        if (
+            payload_id in self._held
+            or not wanted
+            or set(wanted) & busy
+            or not set(wanted) <= set(self._cpus)
+        ):
+            raise AllocationError(
+                f"cannot adopt {payload_id} on CPUs {list(wanted)}: unknown or already busy"
+            )
         if memory_mb > self.free_memory_mb:
-            raise AllocationError(f"cannot adopt {payload_id}: {memory_mb} MB > {self.free_memory_mb} MB free")
+            raise AllocationError(
+                f"cannot adopt {payload_id}: {memory_mb} MB > {self.free_memory_mb} MB free"
+            )
         self._held[payload_id] = (wanted, int(memory_mb))
 
     def release(self, payload_id: str) -> None:
@@ -86,7 +103,7 @@ class Allocator:
     def _pick(self, cores: int) -> Tuple[int, ...]:
         free = [c for c in self._cpus if c not in self._busy()]
         for start in range(len(free) - cores + 1):  # prefer a contiguous run
-            run = free[start:start + cores]
+            run = free[start : start + cores]
             if run[-1] - run[0] == cores - 1:
                 return tuple(run)
         return tuple(free[:cores])

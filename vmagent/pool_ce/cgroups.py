@@ -69,13 +69,17 @@ class PayloadGroups:
         self.base = base
 
     @classmethod
-    def setup(cls, instance: str = "local", mount: str = MOUNT,
-              proc_cgroup: str = "/proc/self/cgroup") -> PayloadGroups:
+    def setup(
+        cls, instance: str = "local", mount: str = MOUNT, proc_cgroup: str = "/proc/self/cgroup"
+    ) -> PayloadGroups:
         """Groups for payloads (see the module's text); raises ``CgroupUnavailable`` with the reason."""
         path = own_group(proc_cgroup)
         if path is None or not os.path.exists(os.path.join(mount, "cgroup.controllers")):
             raise CgroupUnavailable(f"no cgroup v2 hierarchy at {mount}")
-        if os.geteuid() == 0 and "memory" in _read(os.path.join(mount, "cgroup.controllers")).split():
+        if (
+            os.geteuid() == 0
+            and "memory" in _read(os.path.join(mount, "cgroup.controllers")).split()
+        ):
             try:
                 return cls._top_level(mount, re.sub(r"[^A-Za-z0-9_.-]", "_", instance) or "local")
             except OSError as exc:
@@ -95,8 +99,10 @@ class PayloadGroups:
     def _delegated(cls, own: str) -> PayloadGroups:
         base = os.path.dirname(own) if os.path.basename(own) == SUPERVISOR else own
         if "memory" not in _read(os.path.join(base, "cgroup.controllers")).split():
-            raise CgroupUnavailable(f"the memory controller is not available in {base}",
-                                    hint="run the slot manager as root, or in a unit with Delegate=memory")
+            raise CgroupUnavailable(
+                f"the memory controller is not available in {base}",
+                hint="run the slot manager as root, or in a unit with Delegate=memory",
+            )
         leaf = os.path.join(base, SUPERVISOR)
         try:
             os.makedirs(leaf, exist_ok=True)
@@ -110,9 +116,11 @@ class PayloadGroups:
                     os.rmdir(leaf)
             except OSError:
                 pass
-            raise CgroupUnavailable(f"cannot manage {base}: {exc.strerror or exc}",
-                                    hint="other processes share the group, or it is not delegated: run the slot "
-                                         "manager as root, or in a unit with Delegate=memory") from None
+            raise CgroupUnavailable(
+                f"cannot manage {base}: {exc.strerror or exc}",
+                hint="other processes share the group, or it is not delegated: run the slot "
+                "manager as root, or in a unit with Delegate=memory",
+            ) from None
         return cls(base)
 
     def path(self, payload_id: str) -> str:
@@ -122,7 +130,9 @@ class PayloadGroups:
         """A fresh group limited to ``memory_mb`` (None: unlimited; no swap; an OOM kills the whole payload)."""
         group = self.path(payload_id)
         os.makedirs(group, exist_ok=True)
-        _write(os.path.join(group, "memory.max"), str(int(memory_mb) * 2**20) if memory_mb else "max")
+        _write(
+            os.path.join(group, "memory.max"), str(int(memory_mb) * 2**20) if memory_mb else "max"
+        )
         for name, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
             if os.path.exists(os.path.join(group, name)):
                 _write(os.path.join(group, name), value)
@@ -139,12 +149,16 @@ class PayloadGroups:
         except (OSError, ValueError):
             pass
         try:  # cpu.stat's usage_usec is kept whether or not the cpu controller is enabled
-            stats = dict(line.split() for line in _read(os.path.join(group, "cpu.stat")).splitlines())
+            stats = dict(
+                line.split() for line in _read(os.path.join(group, "cpu.stat")).splitlines()
+            )
             found["cpu_usec"] = int(stats["usage_usec"])
         except (OSError, ValueError, KeyError):
             pass
         try:
-            events = dict(line.split() for line in _read(os.path.join(group, "memory.events")).splitlines())
+            events = dict(
+                line.split() for line in _read(os.path.join(group, "memory.events")).splitlines()
+            )
             found["oom_kills"] = int(events.get("oom_kill", 0))
         except (OSError, ValueError):
             pass
@@ -153,7 +167,10 @@ class PayloadGroups:
     def members(self, payload_id: str) -> Optional[List[int]]:
         """The pids in a payload's group (``cgroup.procs``); None when it has no readable group."""
         try:
-            return [int(line) for line in _read(os.path.join(self.path(payload_id), "cgroup.procs")).split()]
+            return [
+                int(line)
+                for line in _read(os.path.join(self.path(payload_id), "cgroup.procs")).split()
+            ]
         except (OSError, ValueError):
             return None
 
@@ -174,7 +191,9 @@ class PayloadGroups:
             if os.path.exists(os.path.join(group, "cgroup.kill")):
                 _write(os.path.join(group, "cgroup.kill"), "1")
             os.rmdir(group)
-        except OSError as exc:  # busy for a moment while killed processes exit: removed at the next start
+        except (
+            OSError
+        ) as exc:  # busy for a moment while killed processes exit: removed at the next start
             log.debug("cgroup %s not removed yet: %s", group, exc)
 
     def sweep(self, keep: set[str]) -> None:
@@ -182,7 +201,7 @@ class PayloadGroups:
         wanted = {os.path.basename(self.path(p)) for p in keep}
         for name in os.listdir(self.base):
             if name.startswith("payload-") and name not in wanted:
-                self.remove(name[len("payload-"):])
+                self.remove(name[len("payload-") :])
 
 
 def enter(group: str) -> None:

@@ -9,17 +9,28 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    pool = subparsers.add_parser("pool", help="the slot manager: run payloads on this VM's cores",
-                                 description="Pull payloads from a source and pack them onto the VM's cores.")
+    pool = subparsers.add_parser(
+        "pool",
+        help="the slot manager: run payloads on this VM's cores",
+        description="Pull payloads from a source and pack them onto the VM's cores.",
+    )
     sub = pool.add_subparsers(dest="pool_command", metavar="ACTION", required=True)
-    run = sub.add_parser("run", help="run the slot manager in the foreground until drained or stopped")
-    run.add_argument("--exit-when-idle", action="store_true", help="leave once nothing waits and nothing runs")
+    run = sub.add_parser(
+        "run", help="run the slot manager in the foreground until drained or stopped"
+    )
+    run.add_argument(
+        "--exit-when-idle", action="store_true", help="leave once nothing waits and nothing runs"
+    )
     run.set_defaults(func=_run)
     sub.add_parser("status", help="print the slot manager's state file").set_defaults(func=_status)
-    submit = sub.add_parser("submit", help="put payload descriptions (JSON file: one or a list) into the spool")
+    submit = sub.add_parser(
+        "submit", help="put payload descriptions (JSON file: one or a list) into the spool"
+    )
     submit.add_argument("file")
     submit.set_defaults(func=_submit)
-    sub.add_parser("drain", help="ask the slot manager to start nothing new").set_defaults(func=_drain)
+    sub.add_parser("drain", help="ask the slot manager to start nothing new").set_defaults(
+        func=_drain
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -58,7 +69,9 @@ def _submit(args: argparse.Namespace) -> int:
             documents = as_list(json.load(fh))
     except (OSError, ValueError) as exc:
         raise InputRejected(f"{args.file}: {exc}") from None
-    payloads = [validated(doc, f"{args.file}[{i}]") for i, doc in enumerate(documents)]  # all or nothing
+    payloads = [
+        validated(doc, f"{args.file}[{i}]") for i, doc in enumerate(documents)
+    ]  # all or nothing
     incoming = os.path.join(loaded.path("slots.spool_dir"), "incoming")
     for payload in payloads:
         write_atomic(os.path.join(incoming, f"{payload['id']}.json"), json.dumps(payload), 0o644)

@@ -54,9 +54,15 @@ class Endings:
                     status = -1
                 if pid == 0:
                     continue
-                code = os.waitstatus_to_exitcode(status) if status >= 0 else executor.exit_code_file(entry["workdir"])
+                code = (
+                    os.waitstatus_to_exitcode(status)
+                    if status >= 0
+                    else executor.exit_code_file(entry["workdir"])
+                )
                 cpu = (usage.ru_utime + usage.ru_stime) if usage else None
-                rss = executor.payload_max_rss(usage.ru_maxrss * 1024 if usage else None, entry.get("spawn_rss"))
+                rss = executor.payload_max_rss(
+                    usage.ru_maxrss * 1024 if usage else None, entry.get("spawn_rss")
+                )
                 self._finished_with(entry, code, cpu, rss)
                 changed = True
             elif not executor.alive(entry["pid"], entry.get("create_time")):
@@ -64,26 +70,38 @@ class Endings:
                 changed = True
         return changed
 
-    def _finished_with(self, entry: Dict[str, Any], code: Optional[int], cpu: Optional[float],
-                       rss: Optional[int]) -> None:
+    def _finished_with(
+        self, entry: Dict[str, Any], code: Optional[int], cpu: Optional[float], rss: Optional[int]
+    ) -> None:
         usage = self.groups.usage(entry["payload"]["id"]) if self.groups else {}
         if entry.get("stopped_because"):
             outcome, reason = "killed", entry["stopped_because"]
         elif usage.get("oom_kills"):
-            limit = f"of {entry['memory_mb']} MB " if entry["memory_mb"] else "(size not recovered) "
+            limit = (
+                f"of {entry['memory_mb']} MB " if entry["memory_mb"] else "(size not recovered) "
+            )
             outcome, reason = "failed", f"memory limit {limit}exceeded (killed by the kernel)"
         elif code is None and entry.get("state_lost"):
             outcome, reason = "lost", "state lost"
         elif code is None:
             outcome = "killed" if self.allocator.draining else "lost"
-            reason = "stopped while draining" if outcome == "killed" else "vanished without an exit code"
+            reason = (
+                "stopped while draining" if outcome == "killed" else "vanished without an exit code"
+            )
         else:
             outcome, reason = ("done", None) if code == 0 else ("failed", f"exit code {code}")
         signal_number = -code if code is not None and code < 0 else None
         if usage.get("cpu_usec") is not None:
             cpu = usage["cpu_usec"] / 1e6
-        self.finish_entry(entry, outcome, code if code is None or code >= 0 else None, signal_number,
-                          cpu=cpu, rss=usage.get("peak_bytes") or rss, reason=reason)
+        self.finish_entry(
+            entry,
+            outcome,
+            code if code is None or code >= 0 else None,
+            signal_number,
+            cpu=cpu,
+            rss=usage.get("peak_bytes") or rss,
+            reason=reason,
+        )
         payload_id = entry["payload"]["id"]
         if self.groups:
             self.groups.remove(payload_id)
@@ -91,15 +109,35 @@ class Endings:
             self.allocator.release(payload_id)
         self.running.pop(payload_id, None)
 
-    def finish_entry(self, entry: Dict[str, Any], outcome: str, code: Optional[int], signal_number: Optional[int],
-                     *, cpu: Optional[float] = None, rss: Optional[int] = None, reason: Optional[str] = None) -> None:
+    def finish_entry(
+        self,
+        entry: Dict[str, Any],
+        outcome: str,
+        code: Optional[int],
+        signal_number: Optional[int],
+        *,
+        cpu: Optional[float] = None,
+        rss: Optional[int] = None,
+        reason: Optional[str] = None,
+    ) -> None:
         now = self.clock.time()
         payload = entry["payload"]
         wall = max(0.0, now - entry["started_at"])
-        result = {"id": payload["id"], "outcome": outcome, "exit_code": code, "signal": signal_number,
-                  "cores": entry["cores"], "memory_mb": entry["memory_mb"], "started_at": entry["started_at"],
-                  "finished_at": now, "wall_seconds": round(wall, 3), "cpu_seconds": cpu, "max_rss_bytes": rss,
-                  "output": entry["workdir"], "reason": reason}
+        result = {
+            "id": payload["id"],
+            "outcome": outcome,
+            "exit_code": code,
+            "signal": signal_number,
+            "cores": entry["cores"],
+            "memory_mb": entry["memory_mb"],
+            "started_at": entry["started_at"],
+            "finished_at": now,
+            "wall_seconds": round(wall, 3),
+            "cpu_seconds": cpu,
+            "max_rss_bytes": rss,
+            "output": entry["workdir"],
+            "reason": reason,
+        }
         if outcome == "done":
             self.learner.observe(payload["kind"], payload["wall_estimate_seconds"], wall)
         self.counts[outcome] += 1
@@ -107,7 +145,9 @@ class Endings:
         self.unwritten.append(result)
         self.unreported.append(result)
         self.flush_results()
-        log.info("%s %s after %.1f s%s", payload["id"], outcome, wall, f" ({reason})" if reason else "")
+        log.info(
+            "%s %s after %.1f s%s", payload["id"], outcome, wall, f" ({reason})" if reason else ""
+        )
 
     def enforce_limits(self) -> bool:
         now = self.clock.time()
@@ -115,8 +155,14 @@ class Endings:
             if entry.get("kill_at") and now >= entry["kill_at"]:
                 executor.signal_group(entry["pgid"], signal.SIGKILL)
                 entry["kill_at"] = None
-            elif entry.get("deadline") and now >= entry["deadline"] and not entry.get("stopped_because"):
-                self._terminate(entry, f"wall limit of {entry['payload']['wall_limit_seconds']:g} s reached")
+            elif (
+                entry.get("deadline")
+                and now >= entry["deadline"]
+                and not entry.get("stopped_because")
+            ):
+                self._terminate(
+                    entry, f"wall limit of {entry['payload']['wall_limit_seconds']:g} s reached"
+                )
         return False
 
     def stop_all(self) -> bool:
@@ -152,14 +198,19 @@ class Endings:
     def note_disk_full(self, kind: str, exc: OSError) -> None:
         if kind not in self.full:
             self.full.add(kind)
-            log.error("disk full: cannot write the %s (%s); payloads keep running, retrying at every tick",
-                      kind, exc.strerror or exc)
+            log.error(
+                "disk full: cannot write the %s (%s); payloads keep running, retrying at every tick",
+                kind,
+                exc.strerror or exc,
+            )
 
     def flush_results(self) -> None:
         """Write what results.jsonl and the source have not taken yet, in order, until the disk is full."""
         while self.unwritten:
             result = self.unwritten[0]
-            if not self.disk_write("results", functools.partial(state.append_result, self.config, result)):
+            if not self.disk_write(
+                "results", functools.partial(state.append_result, self.config, result)
+            ):
                 break
             self.unwritten.pop(0)
             state.remove_pidfile(self.config, result["id"])
@@ -169,8 +220,12 @@ class Endings:
                 if not self.disk_write("report", functools.partial(self.source.report, result)):
                     break
             except VmagentError as exc:
-                log.error("result of %s not reported: %s (kept in %s)", result["id"], exc.message,
-                          state.results_path(self.config))
+                log.error(
+                    "result of %s not reported: %s (kept in %s)",
+                    result["id"],
+                    exc.message,
+                    state.results_path(self.config),
+                )
             self.unreported.pop(0)
 
     def results_left(self) -> List[Dict[str, Any]]:
@@ -188,11 +243,16 @@ class Endings:
         previous, problems = state.read(self.config)
         if problems:
             kept = state.set_aside(self.config, self.clock.time())
-            log.error("%s: %s; %s; running payloads are recovered from pid files and work directories",
-                      state.state_path(self.config), "; ".join(problems),
-                      f"kept as {kept}" if kept else "could not be kept aside")
+            log.error(
+                "%s: %s; %s; running payloads are recovered from pid files and work directories",
+                state.state_path(self.config),
+                "; ".join(problems),
+                f"kept as {kept}" if kept else "could not be kept aside",
+            )
         previous = previous or {}
-        self.counts.update({k: v for k, v in previous.get("counts", {}).items() if k in self.counts})
+        self.counts.update(
+            {k: v for k, v in previous.get("counts", {}).items() if k in self.counts}
+        )
         for payload in previous.get("held", []):
             self.held[payload["id"]] = payload
         for entry in previous.get("running", []):
@@ -206,13 +266,17 @@ class Endings:
         for payload_id in started & recorded:
             state.remove_pidfile(self.config, payload_id)  # recorded, then stopped before tidying
         found = (started | _names(os.path.join(self.scratch, "payloads"), "")) - recorded
-        found -= set(self.running) | set(self.held)  # held: claimed, not started (a full disk stopped it)
+        found -= set(self.running) | set(
+            self.held
+        )  # held: claimed, not started (a full disk stopped it)
         for payload_id in sorted(found):
             entry = state.read_pidfile(self.config, payload_id)
             if entry is None:
                 entry = self._stranger(payload_id)
             entry["state_lost"] = True  # reported "lost: state lost" if gone without an exit code
-            self._take_back(entry, " from its pid file" if entry.get("slots") else " from its work directory")
+            self._take_back(
+                entry, " from its pid file" if entry.get("slots") else " from its work directory"
+            )
 
     def _take_back(self, entry: Dict[str, Any], how: str) -> None:
         entry["popen"] = None
@@ -227,8 +291,12 @@ class Endings:
         if not entry["pid"] or not executor.alive(entry["pid"], entry.get("create_time")):
             self._finished_with(entry, executor.exit_code_file(entry["workdir"]), None, None)
         elif entry.get("cpus_unknown"):
-            log.warning("re-adopted %s (pid %d)%s, CPUs unknown: starting nothing new until it ends",
-                        payload_id, entry["pid"], how)
+            log.warning(
+                "re-adopted %s (pid %d)%s, CPUs unknown: starting nothing new until it ends",
+                payload_id,
+                entry["pid"],
+                how,
+            )
         else:
             entry.pop("state_lost", None)
             log.info("re-adopted %s (pid %d)%s", payload_id, entry["pid"], how)
@@ -245,9 +313,20 @@ class Endings:
             started = os.stat(workdir).st_mtime
         except OSError:
             started = self.clock.time()
-        return {"id": payload_id, "payload": payload, "cores": self.allocator.total_cores, "slots": [], "cpus": [],
-                "memory_mb": memory_mb, "started_at": started, "estimated_end": self.clock.time(), "workdir": workdir,
-                "deadline": None, "cpus_unknown": True, **found}
+        return {
+            "id": payload_id,
+            "payload": payload,
+            "cores": self.allocator.total_cores,
+            "slots": [],
+            "cpus": [],
+            "memory_mb": memory_mb,
+            "started_at": started,
+            "estimated_end": self.clock.time(),
+            "workdir": workdir,
+            "deadline": None,
+            "cpus_unknown": True,
+            **found,
+        }
 
     def cpus_unknown(self) -> bool:
         """A payload runs whose CPUs are not known: every core may be busy."""
@@ -260,4 +339,6 @@ def _names(directory: str, suffix: str) -> Set[str]:
         names = os.listdir(directory)
     except FileNotFoundError:
         return set()
-    return {n[: len(n) - len(suffix)] for n in names if n.endswith(suffix) and not n.startswith(".")}
+    return {
+        n[: len(n) - len(suffix)] for n in names if n.endswith(suffix) and not n.startswith(".")
+    }

@@ -23,8 +23,14 @@ from . import cgroups
 WRAPPER = '"$@"; rc=$?; echo $rc > .vmagent-exit-code.tmp && mv .vmagent-exit-code.tmp .vmagent-exit-code; exit $rc'
 EXIT_FILE = ".vmagent-exit-code"
 RSS_SLACK = 8 * 2**20  # what the slot manager may grow between measuring itself and forking
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-               "GOTO_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 
 
 @dataclass(frozen=True)
@@ -35,19 +41,39 @@ class Launched:
     spawn_rss: Optional[int] = None  # the slot manager's resident size when it forked the payload
 
 
-def payload_env(base: Mapping[str, str], payload: Mapping[str, Any], cpus: Sequence[int],
-                jobfeatures: str, machinefeatures: str, workdir: str) -> Dict[str, str]:
+def payload_env(
+    base: Mapping[str, str],
+    payload: Mapping[str, Any],
+    cpus: Sequence[int],
+    jobfeatures: str,
+    machinefeatures: str,
+    workdir: str,
+) -> Dict[str, str]:
     env = dict(base)
     env.update(payload.get("env", {}))
     cores = str(len(cpus))
     env.update({name: cores for name in THREAD_VARS})
-    env.update(VMAGENT_PAYLOAD_ID=payload["id"], VMAGENT_CPUS=",".join(map(str, cpus)), HOME=workdir,
-               JOBFEATURES=jobfeatures, MACHINEFEATURES=machinefeatures, TMPDIR=workdir)
+    env.update(
+        VMAGENT_PAYLOAD_ID=payload["id"],
+        VMAGENT_CPUS=",".join(map(str, cpus)),
+        HOME=workdir,
+        JOBFEATURES=jobfeatures,
+        MACHINEFEATURES=machinefeatures,
+        TMPDIR=workdir,
+    )
     return env
 
 
-def start(payload: Mapping[str, Any], cpus: Sequence[int], workdir: str, env: Mapping[str, str],
-          memory_limit_mb: Optional[int], *, cgroup: Optional[str] = None, user: Optional[str] = None) -> Launched:
+def start(
+    payload: Mapping[str, Any],
+    cpus: Sequence[int],
+    workdir: str,
+    env: Mapping[str, str],
+    memory_limit_mb: Optional[int],
+    *,
+    cgroup: Optional[str] = None,
+    user: Optional[str] = None,
+) -> Launched:
     """Start ``payload`` pinned to ``cpus`` in a new session; stdout and stderr go to files.
 
     ``cgroup``: a group (with its memory limit) the payload enters before exec; ``memory_limit_mb``:
@@ -83,8 +109,15 @@ def start(payload: Mapping[str, Any], cpus: Sequence[int], workdir: str, env: Ma
         try:
             popen = subprocess.Popen(
                 ["/bin/sh", "-c", WRAPPER, "vmagent-payload", *payload["command"]],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=workdir, env=dict(env),
-                start_new_session=True, close_fds=True, preexec_fn=confine)  # noqa: PLW1509 - single-threaded
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=workdir,
+                env=dict(env),
+                start_new_session=True,
+                close_fds=True,
+                preexec_fn=confine,
+            )  # noqa: PLW1509 - single-threaded
         except (OSError, subprocess.SubprocessError) as exc:
             raise CommandFailed(f"payload {payload['id']} could not start: {exc}") from None
     return Launched(popen.pid, workdir, popen, spawn_rss)
@@ -149,7 +182,11 @@ def process_in(workdir: str, pids: Optional[Iterable[int]] = None) -> Optional[D
         return None
     leader = next((proc for proc in found if _leads_session(proc.pid)), found[0])
     try:
-        return {"pid": leader.pid, "pgid": os.getpgid(leader.pid), "create_time": leader.create_time()}
+        return {
+            "pid": leader.pid,
+            "pgid": os.getpgid(leader.pid),
+            "create_time": leader.create_time(),
+        }
     except (OSError, psutil.Error):
         return None
 
@@ -203,6 +240,8 @@ def check_accounts(config: Config) -> None:
         except KeyError:
             problems.append((key, f"no such user {name!r} on this machine"))
     if keys and os.geteuid() != 0:
-        problems.append((keys[0][0], "running payloads as another user needs the slot manager to run as root"))
+        problems.append(
+            (keys[0][0], "running payloads as another user needs the slot manager to run as root")
+        )
     if problems:
         raise ConfigError(config.source, problems)

@@ -9,14 +9,23 @@ from .. import mjf
 from ..config import Config
 
 
-def write(config: Config, payload: Mapping[str, Any], cores: int, total_cores: int, grace_seconds: float,
-          now: float) -> str:
+def write(
+    config: Config,
+    payload: Mapping[str, Any],
+    cores: int,
+    total_cores: int,
+    grace_seconds: float,
+    now: float,
+) -> str:
     """Write the job features of ``payload`` on ``cores`` of ``total_cores``; answer the directory."""
     directory = mjf.job_dir(config, payload["id"])
     machine = mjf.read_features(mjf.machine_dir(config)).values
     values: Dict[str, Any] = {
-        "allocated_cpu": cores, "jobstart_secs": int(now), "grace_secs_job": int(grace_seconds),
-        "job_id": f"{os.uname().nodename}:{payload['id']}"[:256]}
+        "allocated_cpu": cores,
+        "jobstart_secs": int(now),
+        "grace_secs_job": int(grace_seconds),
+        "job_id": f"{os.uname().nodename}:{payload['id']}"[:256],
+    }
     if payload["wall_limit_seconds"]:
         values["wall_limit_secs"] = int(payload["wall_limit_seconds"])
     if payload["memory_mb"]:

@@ -23,12 +23,16 @@ class Launch:
 
     name = "launch"
     options_schema: Dict[str, Any] = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "systemd_unit": {"type": ["string", "null"], "default": "auto",
-                             "description": "start the slot manager as this systemd unit; auto: "
-                                            f"{UNIT} when systemd runs and the unit is installed; "
-                                            "null: always a detached process"},
+            "systemd_unit": {
+                "type": ["string", "null"],
+                "default": "auto",
+                "description": "start the slot manager as this systemd unit; auto: "
+                f"{UNIT} when systemd runs and the unit is installed; "
+                "null: always a detached process",
+            },
         },
     }
 
@@ -39,12 +43,21 @@ class Launch:
             ctx.run(["systemctl", "start", "--no-block", unit])
             if ctx.dry_run:
                 return Result(facts={})
-            ready = state.wait_ready(ctx.config, since, ctx.config.section("slots")["launch_timeout"])
+            ready = state.wait_ready(
+                ctx.config, since, ctx.config.section("slots")["launch_timeout"]
+            )
             if ready is None:
-                raise CommandFailed(f"{unit} did not report ready in {state.state_path(ctx.config)}",
-                                    hint=f"see journalctl -u {unit}")
-            return Result(facts={"slots_unit": unit, "slots_total_cores": ready["total_cores"],
-                                 "slots_total_memory_mb": ready["total_memory_mb"]})
+                raise CommandFailed(
+                    f"{unit} did not report ready in {state.state_path(ctx.config)}",
+                    hint=f"see journalctl -u {unit}",
+                )
+            return Result(
+                facts={
+                    "slots_unit": unit,
+                    "slots_total_cores": ready["total_cores"],
+                    "slots_total_memory_mb": ready["total_memory_mb"],
+                }
+            )
         argv = [sys.executable, "-m", "vmagent", "--config", ctx.config.source, "pool", "run"]
         log_dir = ctx.path(ctx.config.section("paths")["log_dir"])
         ctx.actions.record(ctx.step, "run", " ".join(argv) + " &", executed=not ctx.dry_run)
@@ -54,9 +67,18 @@ class Launch:
         since = ctx.clock.time()
         env = ctx.child_env()
         with open(os.path.join(log_dir, "pool.log"), "ab") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                    start_new_session=True, close_fds=True)
-        ready = state.wait_ready(ctx.config, since, ctx.config.section("slots")["launch_timeout"], proc)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        ready = state.wait_ready(
+            ctx.config, since, ctx.config.section("slots")["launch_timeout"], proc
+        )
         if ready is None:
             code = proc.poll()
             with open(os.path.join(log_dir, "pool.log"), encoding="utf-8", errors="replace") as fh:
@@ -64,9 +86,15 @@ class Launch:
             raise CommandFailed(
                 f"slot manager did not report ready in {state.state_path(ctx.config)}"
                 + (f" (exited with {code}: {last})" if code is not None else ""),
-                hint=f"see {os.path.join(log_dir, 'pool.log')}")
-        return Result(facts={"slots_pid": proc.pid, "slots_total_cores": ready["total_cores"],
-                             "slots_total_memory_mb": ready["total_memory_mb"]})
+                hint=f"see {os.path.join(log_dir, 'pool.log')}",
+            )
+        return Result(
+            facts={
+                "slots_pid": proc.pid,
+                "slots_total_cores": ready["total_cores"],
+                "slots_total_memory_mb": ready["total_memory_mb"],
+            }
+        )
 
     @staticmethod
     def unit(ctx: Context) -> Optional[str]:

@@ -92,7 +92,9 @@ class Fifo:
         return chosen
 
 
-Shadow = Tuple[float, int, int]  # (when the reserved payload can start, spare cores, spare memory then)
+Shadow = Tuple[
+    float, int, int
+]  # (when the reserved payload can start, spare cores, spare memory then)
 
 
 class Backfill:
@@ -119,9 +121,16 @@ class Backfill:
 
     name = "backfill"
 
-    def __init__(self, margin_fraction: float = 0.1, margin_seconds: float = 60.0, confident: float = 0.9,
-                 hopeful: float = 0.3, overrun_fraction: float = 0.25, end_game: float = 1.0,
-                 running_quantile: float = 0.9) -> None:
+    def __init__(
+        self,
+        margin_fraction: float = 0.1,
+        margin_seconds: float = 60.0,
+        confident: float = 0.9,
+        hopeful: float = 0.3,
+        overrun_fraction: float = 0.25,
+        end_game: float = 1.0,
+        running_quantile: float = 0.9,
+    ) -> None:
         self.margin_fraction = margin_fraction
         self.margin_seconds = margin_seconds
         self.confident = confident
@@ -146,10 +155,14 @@ class Backfill:
             if allowed:
                 chosen.append(payload.id)
                 cores, memory = cores - payload.cores, memory - payload.memory_mb
-                ends.append((view.now + payload.estimated_runtime, payload.cores, payload.memory_mb))
+                ends.append(
+                    (view.now + payload.estimated_runtime, payload.cores, payload.memory_mb)
+                )
             return True
 
-        order = sorted(view.waiting, key=lambda p: -p.estimated_runtime) if end_game else view.waiting
+        order = (
+            sorted(view.waiting, key=lambda p: -p.estimated_runtime) if end_game else view.waiting
+        )
         for rank, payload in enumerate(order):
             chance = self.finish_chance(view, payload)
             if chance < self.confident:
@@ -183,26 +196,41 @@ class Backfill:
         elapsed = now - running.started_at
         if running.runtime_spread:
             spread = running.runtime_spread
-            first = bisect.bisect_right(spread, elapsed)  # spread[first:]: longer than its run so far
+            first = bisect.bisect_right(
+                spread, elapsed
+            )  # spread[first:]: longer than its run so far
             still = len(spread) - first
             if still:
-                return running.started_at + spread[first + min(still - 1, int(self.running_quantile * still))]
+                return (
+                    running.started_at
+                    + spread[first + min(still - 1, int(self.running_quantile * still))]
+                )
         elif running.estimated_end >= now:
             return running.estimated_end
         return now + self.overrun_fraction * elapsed
 
     @staticmethod
-    def _backfills(end: float, payload: WaitingPayload, shadow: Optional[Shadow]) -> Tuple[Optional[Shadow], bool]:
+    def _backfills(
+        end: float, payload: WaitingPayload, shadow: Optional[Shadow]
+    ) -> Tuple[Optional[Shadow], bool]:
         """Whether ``payload`` may start without delaying the reservation, and the reservation after it."""
         if shadow is None or end <= shadow[0]:
-            return shadow, True  # nothing reserved, or it ends before the reserved payload needs its cores
+            return (
+                shadow,
+                True,
+            )  # nothing reserved, or it ends before the reserved payload needs its cores
         if payload.cores <= shadow[1] and payload.memory_mb <= shadow[2]:
             return (shadow[0], shadow[1] - payload.cores, shadow[2] - payload.memory_mb), True
         return shadow, False
 
     @staticmethod
-    def _reserve(payload: WaitingPayload, cores: int, memory: int,
-                 ends: List[Tuple[float, int, int]], now: float) -> Shadow:
+    def _reserve(
+        payload: WaitingPayload,
+        cores: int,
+        memory: int,
+        ends: List[Tuple[float, int, int]],
+        now: float,
+    ) -> Shadow:
         """When ``payload`` could start as running payloads end, and what is spare at that time."""
         when = now
         for end, freed_cores, freed_memory in sorted(ends):
@@ -220,7 +248,9 @@ class RuntimeLearner:
     reservations), the spread every ratio. Without one, the kind's observed runtimes stand in.
     """
 
-    def __init__(self, default_runtime: float = 3600.0, window: int = 50, quantile: float = 0.8) -> None:
+    def __init__(
+        self, default_runtime: float = 3600.0, window: int = 50, quantile: float = 0.8
+    ) -> None:
         self.default_runtime = default_runtime
         self.quantile = quantile
         self._ratios: Dict[str, Deque[float]] = defaultdict(lambda: deque(maxlen=window))

@@ -33,15 +33,23 @@ log = logging.getLogger("vmagent.pool")
 class SlotManager(Endings):
     """Runs payloads from one source until drained, stopped, or (``exit_when_idle``) out of work."""
 
-    def __init__(self, config: Config, *, clock: Optional[Clock] = None, source: Any = None, policy: Any = None,
-                 event_driven: bool = True):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Optional[Clock] = None,
+        source: Any = None,
+        policy: Any = None,
+        event_driven: bool = True,
+    ):
         self.config = config
         self.settings = config.section("slots")
         self.clock = clock or SystemClock()
         self.real_cpus = sorted(os.sched_getaffinity(0))
         cores = self.settings["cores"] or len(self.real_cpus)
         memory = self.settings["memory_mb"] or max(
-            1, psutil.virtual_memory().total // 2**20 - self.settings["memory_reserve_mb"])
+            1, psutil.virtual_memory().total // 2**20 - self.settings["memory_reserve_mb"]
+        )
         self.allocator = Allocator(range(cores), int(memory))
         self.mode = self.settings["mode"]
         if self.mode == "pilots":
@@ -50,23 +58,35 @@ class SlotManager(Endings):
             self.policy = policy or plugins.load(plugins.GROUPS["masonry_policies"], "fifo")()
             self.source = source or PilotsSource(config, self.clock)
         else:
-            self.policy = policy or plugins.load(plugins.GROUPS["masonry_policies"], self.settings["policy"])()
-            self.source = source or plugins.load(plugins.GROUPS["payload_sources"], self.settings["source"])(config)
+            self.policy = (
+                policy
+                or plugins.load(plugins.GROUPS["masonry_policies"], self.settings["policy"])()
+            )
+            self.source = source or plugins.load(
+                plugins.GROUPS["payload_sources"], self.settings["source"]
+            )(config)
         self.learner = RuntimeLearner(self.settings["default_runtime_seconds"])
         self.running: Dict[str, Dict[str, Any]] = {}
         self.held: Dict[str, Dict[str, Any]] = {}  # taken from the source, not started yet
         self.counts = {"done": 0, "failed": 0, "killed": 0, "lost": 0}
-        self.stamps: Dict[str, Optional[float]] = {"last_started_at": None, "last_finished_at": None}
+        self.stamps: Dict[str, Optional[float]] = {
+            "last_started_at": None,
+            "last_finished_at": None,
+        }
         self.stopping = False
         self.next_poll = 0.0
         self.scratch = config.path("paths.scratch")
-        self.groups: Optional[cgroups.PayloadGroups] = None  # cgroup v2 memory limits, set up by run()
+        self.groups: Optional[cgroups.PayloadGroups] = (
+            None  # cgroup v2 memory limits, set up by run()
+        )
         self.unwritten: List[Dict[str, Any]] = []
         self.unreported: List[Dict[str, Any]] = []
         self.full: Set[str] = set()
         self.state_unsaved = False
         executor.check_accounts(config)  # before anything starts
-        self.event_driven = event_driven  # False: find finished payloads only by polling (benchmark baseline)
+        self.event_driven = (
+            event_driven  # False: find finished payloads only by polling (benchmark baseline)
+        )
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -89,8 +109,13 @@ class SlotManager(Endings):
             if self.groups:
                 self.groups.sweep(set(self.running))
             self.save()
-            log.info("slot manager ready: %d cores, %d MB, policy %s, source %s", self.allocator.total_cores,
-                     self.allocator.total_memory_mb, self.policy.name, self.source.name)
+            log.info(
+                "slot manager ready: %d cores, %d MB, policy %s, source %s",
+                self.allocator.total_cores,
+                self.allocator.total_memory_mb,
+                self.policy.name,
+                self.source.name,
+            )
             while True:
                 self.step()
                 if self._finished():
@@ -107,7 +132,10 @@ class SlotManager(Endings):
             self.source.close()
             self.save()
             for result in self.results_left():
-                log.error("result not written for lack of disk space: %s", json.dumps(result, sort_keys=True))
+                log.error(
+                    "result not written for lack of disk space: %s",
+                    json.dumps(result, sort_keys=True),
+                )
         log.info("slot manager done: %s", ", ".join(f"{k} {v}" for k, v in self.counts.items()))
         return 0
 
@@ -118,7 +146,10 @@ class SlotManager(Endings):
         changed = self.reap()
         changed |= self.enforce_limits()
         if os.path.exists(state.drain_path(self.config)) and not self.allocator.draining:
-            log.info("drain requested: starting nothing new, %d payloads still running", len(self.running))
+            log.info(
+                "drain requested: starting nothing new, %d payloads still running",
+                len(self.running),
+            )
             self.allocator.drain()
             if self.mode == "pilots":  # DIRAC pilots check this file every JobAgent cycle
                 from ..pilot.command import write_atomic
@@ -169,9 +200,13 @@ class SlotManager(Endings):
     def capacity(self, shutdown: Optional[float]) -> Dict[str, Any]:
         """What the source may offer for, with the VM's ``shutdown`` time (MJF shutdowntime) if known."""
         remaining = int(shutdown - self.clock.time()) if shutdown else 10 * 365 * 86400
-        return {"free_cores": self.allocator.free_cores, "free_memory_mb": self.allocator.free_memory_mb,
-                "remaining_seconds": max(0, remaining), "total_cores": self.allocator.total_cores,
-                "total_memory_mb": self.allocator.total_memory_mb}
+        return {
+            "free_cores": self.allocator.free_cores,
+            "free_memory_mb": self.allocator.free_memory_mb,
+            "remaining_seconds": max(0, remaining),
+            "total_cores": self.allocator.total_cores,
+            "total_memory_mb": self.allocator.total_memory_mb,
+        }
 
     def shutdown_at(self) -> Optional[float]:
         found = mjf.read_features(mjf.machine_dir(self.config), keys=("shutdowntime",)).values
@@ -204,19 +239,44 @@ class SlotManager(Endings):
             started |= self.launch(candidates[payload_id])
         return started or bool(offers)
 
-    def view(self, candidates: Dict[str, Dict[str, Any]], now: float, shutdown: Optional[float]) -> PoolView:
+    def view(
+        self, candidates: Dict[str, Dict[str, Any]], now: float, shutdown: Optional[float]
+    ) -> PoolView:
         total = self.allocator.total_cores
         learner = self.learner
-        running = tuple(RunningPayload(pid, e["cores"], e["memory_mb"], e["started_at"], e["estimated_end"],
-                                       learner.spread(e["payload"]["kind"], e["payload"]["wall_estimate_seconds"]))
-                        for pid, e in self.running.items())
+        running = tuple(
+            RunningPayload(
+                pid,
+                e["cores"],
+                e["memory_mb"],
+                e["started_at"],
+                e["estimated_end"],
+                learner.spread(e["payload"]["kind"], e["payload"]["wall_estimate_seconds"]),
+            )
+            for pid, e in self.running.items()
+        )
         waiting = tuple(
-            WaitingPayload(p["id"], total if p["whole_node"] else min(p["cores"], total), p["memory_mb"],
-                           learner.estimate(p["kind"], p["wall_estimate_seconds"]), p.get("_queued_at", now),
-                           p["kind"], learner.spread(p["kind"], p["wall_estimate_seconds"]))
-            for p in sorted(candidates.values(), key=lambda p: -p["priority"]))
-        return PoolView(now, shutdown, total, self.allocator.total_memory_mb, self.allocator.free_cores,
-                        self.allocator.free_memory_mb, running, waiting)
+            WaitingPayload(
+                p["id"],
+                total if p["whole_node"] else min(p["cores"], total),
+                p["memory_mb"],
+                learner.estimate(p["kind"], p["wall_estimate_seconds"]),
+                p.get("_queued_at", now),
+                p["kind"],
+                learner.spread(p["kind"], p["wall_estimate_seconds"]),
+            )
+            for p in sorted(candidates.values(), key=lambda p: -p["priority"])
+        )
+        return PoolView(
+            now,
+            shutdown,
+            total,
+            self.allocator.total_memory_mb,
+            self.allocator.free_cores,
+            self.allocator.free_memory_mb,
+            running,
+            waiting,
+        )
 
     def launch(self, payload: Dict[str, Any]) -> bool:
         total = self.allocator.total_cores
@@ -232,7 +292,9 @@ class SlotManager(Endings):
         workdir = os.path.join(self.scratch, "payloads", payload["id"])
         try:
             launched = self._start(payload, cores, cpus, workdir, now)
-        except OSError as exc:  # a full disk (job features, work directory): held until there is space
+        except (
+            OSError
+        ) as exc:  # a full disk (job features, work directory): held until there is space
             if not state.disk_full(exc):
                 raise
             self.note_disk_full("payload's files", exc)
@@ -241,35 +303,75 @@ class SlotManager(Endings):
             return False
         except VmagentError as exc:
             self._unwind(payload["id"])
-            self.finish_entry({"payload": payload, "cores": cores, "memory_mb": payload["memory_mb"],
-                               "started_at": now, "workdir": workdir}, "failed", None, None, reason=exc.message)
+            self.finish_entry(
+                {
+                    "payload": payload,
+                    "cores": cores,
+                    "memory_mb": payload["memory_mb"],
+                    "started_at": now,
+                    "workdir": workdir,
+                },
+                "failed",
+                None,
+                None,
+                reason=exc.message,
+            )
             return True
         estimate = self.learner.estimate(payload["kind"], payload["wall_estimate_seconds"])
         limit_s = payload["wall_limit_seconds"]
         self.running[payload["id"]] = {
-            "payload": payload, "cores": cores, "slots": list(slots), "cpus": cpus,
-            "memory_mb": payload["memory_mb"], "pid": launched.pid, "pgid": launched.pid, "started_at": now,
-            "estimated_end": now + estimate, "workdir": workdir, "popen": launched.popen,
-            "create_time": executor.create_time(launched.pid), "deadline": now + limit_s if limit_s else None,
+            "payload": payload,
+            "cores": cores,
+            "slots": list(slots),
+            "cpus": cpus,
+            "memory_mb": payload["memory_mb"],
+            "pid": launched.pid,
+            "pgid": launched.pid,
+            "started_at": now,
+            "estimated_end": now + estimate,
+            "workdir": workdir,
+            "popen": launched.popen,
+            "create_time": executor.create_time(launched.pid),
+            "deadline": now + limit_s if limit_s else None,
             "spawn_rss": launched.spawn_rss,
         }
         entry = {k: v for k, v in self.running[payload["id"]].items() if k != "popen"}
-        self.disk_write("pid file", functools.partial(state.write_pidfile, self.config, dict(entry, id=payload["id"])))
+        self.disk_write(
+            "pid file",
+            functools.partial(state.write_pidfile, self.config, dict(entry, id=payload["id"])),
+        )
         self.stamps["last_started_at"] = now
-        log.info("started %s on CPUs %s (%d cores, %d MB), pid %d", payload["id"], cpus, cores,
-                 payload["memory_mb"], launched.pid)
+        log.info(
+            "started %s on CPUs %s (%d cores, %d MB), pid %d",
+            payload["id"],
+            cpus,
+            cores,
+            payload["memory_mb"],
+            launched.pid,
+        )
         return True
 
-    def _start(self, payload: Dict[str, Any], cores: int, cpus: List[int], workdir: str,
-               now: float) -> executor.Launched:
-        features = jobfeatures.write(self.config, payload, cores, self.allocator.total_cores,
-                                      self.settings["wall_grace_seconds"], now)
-        env = executor.payload_env(os.environ, payload, cpus, features, mjf.machine_dir(self.config), workdir)
+    def _start(
+        self, payload: Dict[str, Any], cores: int, cpus: List[int], workdir: str, now: float
+    ) -> executor.Launched:
+        features = jobfeatures.write(
+            self.config,
+            payload,
+            cores,
+            self.allocator.total_cores,
+            self.settings["wall_grace_seconds"],
+            now,
+        )
+        env = executor.payload_env(
+            os.environ, payload, cpus, features, mjf.machine_dir(self.config), workdir
+        )
         limit = payload["memory_mb"] if self.settings["memory_limit"] != "none" else None
         if payload["kind"] == "pilot" and not self.groups:
             limit = None  # RLIMIT_AS would apply to each of a pilot's processes, not to the pilot
         user = payload.get("_user") or self.settings["payload_user"]
-        return executor.start(payload, cpus, workdir, env, limit, cgroup=self._group(payload["id"], limit), user=user)
+        return executor.start(
+            payload, cpus, workdir, env, limit, cgroup=self._group(payload["id"], limit), user=user
+        )
 
     def _unwind(self, payload_id: str) -> None:
         """Give back what a payload that did not start was given."""
@@ -292,11 +394,15 @@ class SlotManager(Endings):
         mode = self.settings["memory_limit"]
         if mode in ("auto", "cgroup"):
             try:
-                self.groups = cgroups.PayloadGroups.setup(self.config.section("instance")["id"] or os.uname().nodename)
+                self.groups = cgroups.PayloadGroups.setup(
+                    self.config.section("instance")["id"] or os.uname().nodename
+                )
             except cgroups.CgroupUnavailable as exc:
                 if mode == "cgroup":
                     raise
-                log.info("memory limits: RLIMIT_AS, since cgroup v2 is not usable (%s)", exc.message)
+                log.info(
+                    "memory limits: RLIMIT_AS, since cgroup v2 is not usable (%s)", exc.message
+                )
             else:
                 log.info("memory limits: cgroup v2 below %s", self.groups.base)
 
@@ -304,12 +410,26 @@ class SlotManager(Endings):
 
     def save(self) -> None:
         """Write the state file; on a full disk, again at the next tick (``state_unsaved``)."""
-        running = [{k: v for k, v in e.items() if k != "popen"} | {"id": pid} for pid, e in self.running.items()]
+        running = [
+            {k: v for k, v in e.items() if k != "popen"} | {"id": pid}
+            for pid, e in self.running.items()
+        ]
         document = {
-            "pid": os.getpid(), "mode": self.mode, "updated": self.clock.time(), "draining": self.allocator.draining,
-            "total_cores": self.allocator.total_cores, "free_cores": self.allocator.free_cores,
-            "total_memory_mb": self.allocator.total_memory_mb, "free_memory_mb": self.allocator.free_memory_mb,
-            "running": running, "held": list(self.held.values()), "counts": dict(self.counts),
+            "pid": os.getpid(),
+            "mode": self.mode,
+            "updated": self.clock.time(),
+            "draining": self.allocator.draining,
+            "total_cores": self.allocator.total_cores,
+            "free_cores": self.allocator.free_cores,
+            "total_memory_mb": self.allocator.total_memory_mb,
+            "free_memory_mb": self.allocator.free_memory_mb,
+            "running": running,
+            "held": list(self.held.values()),
+            "counts": dict(self.counts),
             "vacuum_codes": list(getattr(self.source, "vacuum_codes", [])),
-            "black_hole": bool(getattr(self.source, "black_hole", False)), **self.stamps}
-        self.state_unsaved = not self.disk_write("state", functools.partial(state.save, self.config, document))
+            "black_hole": bool(getattr(self.source, "black_hole", False)),
+            **self.stamps,
+        }
+        self.state_unsaved = not self.disk_write(
+            "state", functools.partial(state.save, self.config, document)
+        )

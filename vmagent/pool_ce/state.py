@@ -26,15 +26,36 @@ MAYBE_NUMBER = {"type": ["number", "null"]}
 INTEGERS = {"type": "array", "items": {"type": "integer", "minimum": 0}}
 RUNNING_SCHEMA = {
     "type": "object",
-    "required": ["id", "payload", "cores", "slots", "cpus", "memory_mb", "pid", "pgid", "started_at",
-                 "estimated_end", "workdir"],
+    "required": [
+        "id",
+        "payload",
+        "cores",
+        "slots",
+        "cpus",
+        "memory_mb",
+        "pid",
+        "pgid",
+        "started_at",
+        "estimated_end",
+        "workdir",
+    ],
     "properties": {
-        "id": {"type": "string"}, "payload": {"type": "object"}, "cores": {"type": "integer", "minimum": 1},
-        "slots": INTEGERS, "cpus": INTEGERS, "memory_mb": {"type": "integer", "minimum": 0},
-        "pid": {"type": "integer", "minimum": 1}, "pgid": {"type": "integer", "minimum": 1},
-        "started_at": NUMBER, "estimated_end": NUMBER, "workdir": {"type": "string"},
-        "create_time": MAYBE_NUMBER, "deadline": MAYBE_NUMBER, "kill_at": MAYBE_NUMBER,
-        "stopped_because": {"type": ["string", "null"]}, "spawn_rss": {"type": ["integer", "null"]},
+        "id": {"type": "string"},
+        "payload": {"type": "object"},
+        "cores": {"type": "integer", "minimum": 1},
+        "slots": INTEGERS,
+        "cpus": INTEGERS,
+        "memory_mb": {"type": "integer", "minimum": 0},
+        "pid": {"type": "integer", "minimum": 1},
+        "pgid": {"type": "integer", "minimum": 1},
+        "started_at": NUMBER,
+        "estimated_end": NUMBER,
+        "workdir": {"type": "string"},
+        "create_time": MAYBE_NUMBER,
+        "deadline": MAYBE_NUMBER,
+        "kill_at": MAYBE_NUMBER,
+        "stopped_because": {"type": ["string", "null"]},
+        "spawn_rss": {"type": ["integer", "null"]},
         "cpus_unknown": {"type": "boolean"},
     },
 }
@@ -65,6 +86,7 @@ def disk_full(exc: OSError) -> bool:
 
 # --- reading and checking ---------------------------------------------------------------------------
 
+
 def load(config: Config) -> Optional[Dict[str, Any]]:
     """The state document as written, for readers (monitor, demo, status) that take what they need
     with care; None when missing or unusable. Light on purpose: the long-lived monitor calls it and
@@ -83,7 +105,9 @@ def _document(config: Config) -> Tuple[Optional[Dict[str, Any]], List[str]]:
     if not isinstance(data, dict):
         return None, [f"(top): a {type(data).__name__}, not an object"]
     if data.get("version") != VERSION:
-        return None, [f"version: {data.get('version')!r}, this slot manager reads version {VERSION}"]
+        return None, [
+            f"version: {data.get('version')!r}, this slot manager reads version {VERSION}"
+        ]
     return data, []
 
 
@@ -107,7 +131,9 @@ def _valid_items(items: Any, key: str, check: Any, problems: List[str]) -> List[
     kept = []
     for i, item in enumerate(items):
         found = check(item)
-        problems.extend(f"{key}[{i}]{'.' if path else ''}{path}: {message}" for path, message in found)
+        problems.extend(
+            f"{key}[{i}]{'.' if path else ''}{path}: {message}" for path, message in found
+        )
         if not found:
             kept.append(item)
     return kept
@@ -122,14 +148,18 @@ def _running_problems(entry: Any) -> List[Tuple[str, str]]:
         return found
     found = [("payload." + path, message) for path, message in _payload_problems(entry["payload"])]
     if not found and entry["payload"]["id"] != entry["id"]:
-        found.append(("payload.id", f"{entry['payload']['id']!r} is not the entry's id {entry['id']!r}"))
+        found.append(
+            ("payload.id", f"{entry['payload']['id']!r} is not the entry's id {entry['id']!r}")
+        )
     return found
 
 
 def _payload_problems(payload: Any) -> List[Tuple[str, str]]:
     if not isinstance(payload, dict):
         return [("", f"a {type(payload).__name__}, not an object")]
-    public = {k: v for k, v in payload.items() if not str(k).startswith("_")}  # _: the source's own keys
+    public = {
+        k: v for k, v in payload.items() if not str(k).startswith("_")
+    }  # _: the source's own keys
     return list(schemas.problems("payload", public))
 
 
@@ -158,6 +188,7 @@ def set_aside(config: Config, now: float) -> Optional[str]:
 
 
 # --- writing --------------------------------------------------------------------------------------
+
 
 def save(config: Config, state: Dict[str, Any]) -> None:
     state["version"] = VERSION
@@ -195,7 +226,11 @@ def recorded_ids(config: Config) -> Set[str]:
 
 def write_pidfile(config: Config, entry: Dict[str, Any]) -> None:
     """Record a started payload (pid, pgid, start time, CPUs, cores, memory, payload) for recovery."""
-    write_atomic(os.path.join(pidfile_dir(config), f"{entry['id']}.json"), json.dumps(entry, default=str), 0o644)
+    write_atomic(
+        os.path.join(pidfile_dir(config), f"{entry['id']}.json"),
+        json.dumps(entry, default=str),
+        0o644,
+    )
 
 
 def read_pidfile(config: Config, payload_id: str) -> Optional[Dict[str, Any]]:
@@ -220,6 +255,7 @@ def remove_pidfile(config: Config, payload_id: str) -> None:
 
 # --- one slot manager per state directory -------------------------------------------------------
 
+
 def lock(config: Config) -> int:
     """Take ``<state_dir>/pool/lock`` for this process's life (its pid inside); raise if another holds it."""
     path = os.path.join(config.path("paths.state_dir"), "pool", "lock")
@@ -230,10 +266,12 @@ def lock(config: Config) -> int:
     except BlockingIOError:
         holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
         os.close(fd)
-        raise VmagentError(f"another slot manager (pid {holder}) already runs on {os.path.dirname(path)}",
-                           code="slots-locked",
-                           hint="stop it first (or drain it); two slot managers would run payloads "
-                                "on the same cores and record their results twice") from None
+        raise VmagentError(
+            f"another slot manager (pid {holder}) already runs on {os.path.dirname(path)}",
+            code="slots-locked",
+            hint="stop it first (or drain it); two slot managers would run payloads "
+            "on the same cores and record their results twice",
+        ) from None
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
@@ -242,7 +280,9 @@ def lock(config: Config) -> int:
     return fd
 
 
-def wait_ready(config: Config, since: float, timeout: float, proc: Any = None) -> Optional[Dict[str, Any]]:
+def wait_ready(
+    config: Config, since: float, timeout: float, proc: Any = None
+) -> Optional[Dict[str, Any]]:
     """The state written by a slot manager started after ``since``; None after ``timeout`` s or its exit."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (proc is None or proc.poll() is None):

@@ -13,7 +13,9 @@ from ..errors import InputRejected
 @cache
 def get(name: str) -> Dict[str, Any]:
     """The schema called ``name`` (``payload``, ``heartbeat``, ``instruction``)."""
-    data: Dict[str, Any] = json.loads(resources.files(__name__).joinpath(f"{name}.json").read_text())
+    data: Dict[str, Any] = json.loads(
+        resources.files(__name__).joinpath(f"{name}.json").read_text()
+    )
     return data
 
 

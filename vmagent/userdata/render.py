@@ -26,8 +26,16 @@ from .. import config as vm_config
 from ..config import apply_defaults, validation_problems
 from ..errors import ConfigError, UsageError
 
-LIMITS = {"ec2": 16384, "openstack": 65535 * 3 // 4, "gce": 256 * 1024}  # raw bytes (OpenStack: base64 <= 65535)
-OS_PACKAGES = {"el": ["python3"], "debian": ["python3", "python3-venv"], "ubuntu": ["python3", "python3-venv"]}
+LIMITS = {
+    "ec2": 16384,
+    "openstack": 65535 * 3 // 4,
+    "gce": 256 * 1024,
+}  # raw bytes (OpenStack: base64 <= 65535)
+OS_PACKAGES = {
+    "el": ["python3"],
+    "debian": ["python3", "python3-venv"],
+    "ubuntu": ["python3", "python3-venv"],
+}
 UNITS = ("vmagent-monitor.service", "vmagent-pilot.service", "vmagent-slots.service")
 
 
@@ -45,11 +53,20 @@ def load_site(path: str) -> Dict[str, Any]:
     apply_defaults(schema, site)
     for name, image in site["images"].items():
         for item in image["extra_parts"]:
-            apply_defaults(schema["properties"]["images"]["additionalProperties"]["properties"]["extra_parts"]
-                           ["items"], item)
+            apply_defaults(
+                schema["properties"]["images"]["additionalProperties"]["properties"]["extra_parts"][
+                    "items"
+                ],
+                item,
+            )
         if image["endpoint"] not in site["endpoints"]:
-            problems.append((f"images.{name}.endpoint", f"{image['endpoint']!r} is not one of the endpoints: "
-                             + ", ".join(sorted(site["endpoints"]))))
+            problems.append(
+                (
+                    f"images.{name}.endpoint",
+                    f"{image['endpoint']!r} is not one of the endpoints: "
+                    + ", ".join(sorted(site["endpoints"])),
+                )
+            )
     if problems:
         raise ConfigError(path, problems)
     site["_dir"] = os.path.dirname(os.path.abspath(path))
@@ -61,7 +78,9 @@ def agent_config(site: Dict[str, Any], image_name: str, vacuum: bool = False) ->
     image = site["images"][image_name]
     commands: List[Any] = ["check-node", "check-credentials", "setup-disks"]
     if image["cvmfs_repositories"]:
-        commands.append({"name": "install-cvmfs", "options": {"repositories": image["cvmfs_repositories"]}})
+        commands.append(
+            {"name": "install-cvmfs", "options": {"repositories": image["cvmfs_repositories"]}}
+        )
     if image["dirac_version"] or image["cs_servers"]:
         commands.append({"name": "install-dirac", "options": {"version": image["dirac_version"]}})
         commands.append({"name": "configure-dirac", "options": {"cs_servers": image["cs_servers"]}})
@@ -69,33 +88,63 @@ def agent_config(site: Dict[str, Any], image_name: str, vacuum: bool = False) ->
     if image["pilot_commands"] is not None:
         commands = list(image["pilot_commands"])
     doc = {
-        "instance": {"site": site["site"], "ce": image["endpoint"], "image": image_name,
-                     "vo": image.get("vo") or site["vo"], "running_pod": image["running_pod"]},
-        "manager": {"url": site["manager"]["url"], "token_file": "/etc/vmagent/enrolment.token",
-                    "ca_file": "/etc/vmagent/ca.pem" if site["manager"]["ca_file"] else None},
+        "instance": {
+            "site": site["site"],
+            "ce": image["endpoint"],
+            "image": image_name,
+            "vo": image.get("vo") or site["vo"],
+            "running_pod": image["running_pod"],
+        },
+        "manager": {
+            "url": site["manager"]["url"],
+            "token_file": "/etc/vmagent/enrolment.token",
+            "ca_file": "/etc/vmagent/ca.pem" if site["manager"]["ca_file"] else None,
+        },
         "pilot": {"commands": commands},
         "mjf": {"lifetime_seconds": image["lifetime_seconds"]},
         "slots": {"source": "manager", "cores": image["cores"], **image["slots"]},
-        "monitor": {"endpoints": [{"name": "http"}, {"name": "log"}], "halt_action": "poweroff",
-                    "no_payloads_seconds": 1800, "lifetime_seconds": image["lifetime_seconds"], **image["monitor"]},
+        "monitor": {
+            "endpoints": [{"name": "http"}, {"name": "log"}],
+            "halt_action": "poweroff",
+            "no_payloads_seconds": 1800,
+            "lifetime_seconds": image["lifetime_seconds"],
+            **image["monitor"],
+        },
     }
     if vacuum:  # the platform fills these in when it creates the VM
         doc["mjf"]["upstream_machinefeatures"] = "##user_data_machinefeatures_url##"
-        doc["monitor"]["endpoints"].append({"name": "vac", "options": {"joboutputs": "##user_data_joboutputs_url##"}})
-    vm_config.from_dict(doc, f"rendered configuration for image {image_name}")  # raises if we produce junk
+        doc["monitor"]["endpoints"].append(
+            {"name": "vac", "options": {"joboutputs": "##user_data_joboutputs_url##"}}
+        )
+    vm_config.from_dict(
+        doc, f"rendered configuration for image {image_name}"
+    )  # raises if we produce junk
     return doc
 
 
-def render(site: Dict[str, Any], image_name: str, enrolment_token: str, *, cloud: Optional[str] = None,
-           fmt: str = "mime", variant: str = "cloud-init", vacuum: bool = False) -> bytes:
+def render(
+    site: Dict[str, Any],
+    image_name: str,
+    enrolment_token: str,
+    *,
+    cloud: Optional[str] = None,
+    fmt: str = "mime",
+    variant: str = "cloud-init",
+    vacuum: bool = False,
+) -> bytes:
     """The user data for one VM of ``image_name``, within the cloud's size limit."""
     if image_name not in site["images"]:
         known = ", ".join(sorted(site["images"]))
         raise UsageError(f"no image {image_name!r} in the site description; images: {known}")
     image = site["images"][image_name]
     cloud = cloud or site["endpoints"][image["endpoint"]]["cloud"]
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
-                             trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["shellquote"] = shlex.quote
     pip = ["/opt/vmagent/bin/pip", "install", "--no-cache-dir", site["vmagent"]["pip_spec"]]
     if site["vmagent"]["index_url"]:
@@ -106,17 +155,29 @@ def render(site: Dict[str, Any], image_name: str, enrolment_token: str, *, cloud
         if links.startswith("http://"):  # a site's own plain-HTTP wheel mirror
             pip += ["--trusted-host", urlsplit(links).hostname or ""]
     values = {
-        "site": site["site"], "image_name": image_name, "preinstalled": image["vmagent_preinstalled"],
+        "site": site["site"],
+        "image_name": image_name,
+        "preinstalled": image["vmagent_preinstalled"],
         "vmagent_config": yaml.safe_dump(agent_config(site, image_name, vacuum), sort_keys=False),
         "ca_pem": _read(site, site["manager"]["ca_file"]) if site["manager"]["ca_file"] else "",
         "enrolment_token": enrolment_token,
-        "units": [{"name": u, "text": resources.files("vmagent.monitor").joinpath("units").joinpath(u).read_text()}
-                  for u in UNITS],
+        "units": [
+            {
+                "name": u,
+                "text": resources.files("vmagent.monitor")
+                .joinpath("units")
+                .joinpath(u)
+                .read_text(),
+            }
+            for u in UNITS
+        ],
         "os_packages": OS_PACKAGES[_family(image["os"])],
         "pip_command": ["sh", "-c", f"python3 -m venv /opt/vmagent && {shlex.join(pip)}"],
     }
     name = "bootstrap.sh.j2" if variant == "shell" else "cloud-config.yaml.j2"
-    text = env.from_string(templates().joinpath("templates").joinpath(name).read_text()).render(**values)
+    text = env.from_string(templates().joinpath("templates").joinpath(name).read_text()).render(
+        **values
+    )
     if variant == "shell" or fmt == "cloud-config":
         data = text.encode()
     else:
@@ -145,12 +206,17 @@ def _fit(data: bytes, cloud: str, image_name: str) -> bytes:
     packed = gzip.compress(data, mtime=0)
     if len(packed) <= limit:
         return packed
-    raise UsageError(f"user data for {image_name} is {len(data)} bytes ({len(packed)} gzipped), over the "
-                     f"{cloud} limit of {limit} bytes", hint="move VO parts into the image (images/packer)")
+    raise UsageError(
+        f"user data for {image_name} is {len(data)} bytes ({len(packed)} gzipped), over the "
+        f"{cloud} limit of {limit} bytes",
+        hint="move VO parts into the image (images/packer)",
+    )
 
 
 def _family(os_name: str) -> str:
-    return "el" if os_name.startswith("el") else "ubuntu" if os_name.startswith("ubuntu") else "debian"
+    return (
+        "el" if os_name.startswith("el") else "ubuntu" if os_name.startswith("ubuntu") else "debian"
+    )
 
 
 def _read(site: Dict[str, Any], path: str) -> str:
@@ -174,8 +240,9 @@ def write(data: bytes, out: Optional[str]) -> None:
     if not out:
         sys.stdout.buffer.write(data)
         return
-    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(out)),
-                                     prefix=f".{os.path.basename(out)}.")  # O_EXCL, mode 0600
+    fd, temporary = tempfile.mkstemp(
+        dir=os.path.dirname(os.path.abspath(out)), prefix=f".{os.path.basename(out)}."
+    )  # O_EXCL, mode 0600
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o600)

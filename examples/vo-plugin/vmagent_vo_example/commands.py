@@ -15,7 +15,9 @@ class ExampleVoDirac:
     name = "example-vo-dirac"
     defaults = {"once_per_instance": True, "retries": 1}
     options_schema: Dict[str, Any] = {
-        "type": "object", "additionalProperties": False, "required": ["release"],
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["release"],
         "properties": {
             "release": {"type": "string", "pattern": "^v[0-9]+r[0-9]+"},
             "software_area": {"type": "string", "default": "/opt/vo-software"},
@@ -25,10 +27,20 @@ class ExampleVoDirac:
     def run(self, ctx: Context) -> Result:
         area = ctx.options["software_area"]
         script = f"{area}/dirac-{ctx.options['release']}/bashrc"
-        ctx.write_file(script, f"export DIRAC_RELEASE={ctx.options['release']}\nexport VO_AREA={area}\n")
-        done = ctx.run(["sh", "-c", '. "$1" && printf %s "$DIRAC_RELEASE"', "vo", ctx.path(script)], read_only=True)
+        ctx.write_file(
+            script, f"export DIRAC_RELEASE={ctx.options['release']}\nexport VO_AREA={area}\n"
+        )
+        done = ctx.run(
+            ["sh", "-c", '. "$1" && printf %s "$DIRAC_RELEASE"', "vo", ctx.path(script)],
+            read_only=True,
+        )
         if not ctx.dry_run and done.stdout != ctx.options["release"]:
             raise CommandFailed(f"{script} does not set up release {ctx.options['release']}")
-        return Result(facts={"dirac_env_script": script, "dirac_version": ctx.options["release"],
-                             "vo_area": os.path.dirname(script)},
-                      env={"DIRAC_ENV_SCRIPT": script})
+        return Result(
+            facts={
+                "dirac_env_script": script,
+                "dirac_version": ctx.options["release"],
+                "vo_area": os.path.dirname(script),
+            },
+            env={"DIRAC_ENV_SCRIPT": script},
+        )

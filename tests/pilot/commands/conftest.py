@@ -66,8 +66,12 @@ def sample_dry_run(tmp_path):
         cfg = tmp_path / f"{name}.yaml"
         cfg.write_text(yaml.safe_dump(doc))
         before = sorted(str(p) for p in root.rglob("*"))
-        done = subprocess.run([sys.executable, "-c", DRY_RUN, str(cfg), json.dumps(lsblk)], capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", DRY_RUN, str(cfg), json.dumps(lsblk)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert sorted(str(p) for p in root.rglob("*")) == before
         return done.stdout

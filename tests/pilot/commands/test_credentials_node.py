@@ -20,12 +20,21 @@ from vmagent.testing import run_command
 NOW = datetime.datetime.now(datetime.timezone.utc)
 
 
-def cert(subject: str, key, issuer_name: str, issuer_key, days: float, start_days: float = -1) -> x509.Certificate:
+def cert(
+    subject: str, key, issuer_name: str, issuer_key, days: float, start_days: float = -1
+) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)])
-    return (x509.CertificateBuilder().subject_name(name).issuer_name(issuer).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(NOW + datetime.timedelta(days=start_days))
-            .not_valid_after(NOW + datetime.timedelta(days=days)).sign(issuer_key, hashes.SHA256()))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW + datetime.timedelta(days=start_days))
+        .not_valid_after(NOW + datetime.timedelta(days=days))
+        .sign(issuer_key, hashes.SHA256())
+    )
 
 
 def pem(*items) -> bytes:
@@ -34,8 +43,11 @@ def pem(*items) -> bytes:
         if isinstance(item, x509.Certificate):
             out += item.public_bytes(serialization.Encoding.PEM)
         else:
-            out += item.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption())
+            out += item.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
     return out
 
 
@@ -45,14 +57,21 @@ def host(tmp_path):
     from vmagent.testing import make_config
 
     def make(days: float = 30, key_mode: int = 0o600, other_key: bool = False):
-        ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+        ca_key, key = (
+            ec.generate_private_key(ec.SECP256R1()),
+            ec.generate_private_key(ec.SECP256R1()),
+        )
         (tmp_path / "etc/grid-security").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "etc/grid-security/hostcert.pem").write_bytes(pem(cert("vm.example.org", key, "CA", ca_key, days)))
+        (tmp_path / "etc/grid-security/hostcert.pem").write_bytes(
+            pem(cert("vm.example.org", key, "CA", ca_key, days))
+        )
         keyfile = tmp_path / "etc/grid-security/hostkey.pem"
         keyfile.write_bytes(pem(ec.generate_private_key(ec.SECP256R1()) if other_key else key))
         os.chmod(keyfile, key_mode)
-        return make_config(tmp_path, []), {"cert_file": "/etc/grid-security/hostcert.pem",
-                                           "key_file": "/etc/grid-security/hostkey.pem"}
+        return make_config(tmp_path, []), {
+            "cert_file": "/etc/grid-security/hostcert.pem",
+            "key_file": "/etc/grid-security/hostkey.pem",
+        }
 
     return make
 
@@ -61,7 +80,10 @@ def test_valid_host_certificate(host):
     """A matching, long-valid certificate gives subject, issuer and expiry, and exports its paths."""
     config, options = host()
     result, _ = run_command(CheckCredentials(), config, options)
-    assert result.facts["host_subject"] == "CN=vm.example.org" and result.facts["host_issuer"] == "CN=CA"
+    assert (
+        result.facts["host_subject"] == "CN=vm.example.org"
+        and result.facts["host_issuer"] == "CN=CA"
+    )
     assert result.env["X509_USER_CERT"].endswith("hostcert.pem")
 
 
@@ -105,7 +127,9 @@ def test_proxy_chain(tmp_path):
     path.chmod(0o600)
     config = make_config(tmp_path, [])
     result, _ = run_command(CheckCredentials(), config, {"proxy_file": "/tmp/x509up_u0"})
-    assert result.env["X509_USER_PROXY"] == str(path) and result.facts["proxy_issuer"] == "CN=Jane Doe"
+    assert (
+        result.env["X509_USER_PROXY"] == str(path) and result.facts["proxy_issuer"] == "CN=Jane Doe"
+    )
     stranger = cert("Someone", ec.generate_private_key(ec.SECP256R1()), "CA", ca_key, 300)
     path.write_bytes(pem(proxy, proxy_key, stranger))
     with pytest.raises(CommandFailed) as refused:
@@ -113,14 +137,25 @@ def test_proxy_chain(tmp_path):
     assert "broken chain" in refused.value.message
 
 
-@pytest.mark.parametrize("os_name,family,version", [
-    ("almalinux-9", "el", "9"), ("rocky-9", "el", "9"), ("rocky-8", "el", "8"), ("centos-stream-9", "el", "9"),
-    ("debian-11", "debian", "11"), ("debian-12", "debian", "12"), ("ubuntu-22.04", "ubuntu", "22.04"),
-    ("ubuntu-24.04", "ubuntu", "24.04")])
+@pytest.mark.parametrize(
+    "os_name,family,version",
+    [
+        ("almalinux-9", "el", "9"),
+        ("rocky-9", "el", "9"),
+        ("rocky-8", "el", "8"),
+        ("centos-stream-9", "el", "9"),
+        ("debian-11", "debian", "11"),
+        ("debian-12", "debian", "12"),
+        ("ubuntu-22.04", "ubuntu", "22.04"),
+        ("ubuntu-24.04", "ubuntu", "24.04"),
+    ],
+)
 def test_check_node_supported_systems(vm_root, os_name, family, version):
     """Every supported system is recognised with its family and version."""
     _, config = vm_root(os_name)
-    result, _ = run_command(CheckNode(), config, {"min_scratch_free_mb": 1, "min_memory_mb_per_core": 1})
+    result, _ = run_command(
+        CheckNode(), config, {"min_scratch_free_mb": 1, "min_memory_mb_per_core": 1}
+    )
     assert (result.facts["os_family"], result.facts["os_version"]) == (family, version)
     assert result.facts["cores"] >= 1 and result.facts["scratch_free_mb"] > 0
 
@@ -136,6 +171,16 @@ def test_check_node_refuses_unfit_node_with_500(vm_root):
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     with pytest.raises(NodeUnfit) as refused:
-        run_command(CheckNode(), config, {"min_scratch_free_mb": 10**9, "endpoints": [f"127.0.0.1:{port}"],
-                                          "connect_timeout": 1})
-    assert "MB needed" in refused.value.message and f"cannot connect to 127.0.0.1:{port}" in refused.value.message
+        run_command(
+            CheckNode(),
+            config,
+            {
+                "min_scratch_free_mb": 10**9,
+                "endpoints": [f"127.0.0.1:{port}"],
+                "connect_timeout": 1,
+            },
+        )
+    assert (
+        "MB needed" in refused.value.message
+        and f"cannot connect to 127.0.0.1:{port}" in refused.value.message
+    )

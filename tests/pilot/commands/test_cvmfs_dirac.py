@@ -11,25 +11,39 @@ from vmagent.testing import run_command
 
 REPOS = ["lhcb.cern.ch", "lhcb-condb.cern.ch"]
 EL = [["dnf", "install", "-y", RPM], ["dnf", "install", "-y", "cvmfs"]]
-DEBIAN = [["curl", "-fsSL", "--retry", "3", "-o", "/tmp/cvmfs-release-latest_all.deb", DEB],
-          ["dpkg", "-i", "/tmp/cvmfs-release-latest_all.deb"], ["apt-get", "update"],
-          ["apt-get", "install", "-y", "cvmfs"]]
+DEBIAN = [
+    ["curl", "-fsSL", "--retry", "3", "-o", "/tmp/cvmfs-release-latest_all.deb", DEB],
+    ["dpkg", "-i", "/tmp/cvmfs-release-latest_all.deb"],
+    ["apt-get", "update"],
+    ["apt-get", "install", "-y", "cvmfs"],
+]
 
 
-@pytest.mark.parametrize("os_name,installs", [("almalinux-9", EL), ("rocky-8", EL), ("debian-12", DEBIAN),
-                                              ("ubuntu-24.04", DEBIAN)])
+@pytest.mark.parametrize(
+    "os_name,installs",
+    [("almalinux-9", EL), ("rocky-8", EL), ("debian-12", DEBIAN), ("ubuntu-24.04", DEBIAN)],
+)
 def test_install_cvmfs_per_os(fp, vm_root, os_name, installs):
     """Each OS family installs the client its own way, then writes default.local, sets up and probes."""
     root, config = vm_root(os_name)
-    for argv in installs + [["cvmfs_config", "setup"]] + [["cvmfs_config", "probe", r] for r in REPOS]:
+    for argv in (
+        installs + [["cvmfs_config", "setup"]] + [["cvmfs_config", "probe", r] for r in REPOS]
+    ):
         fp.register(argv)
-    result, _ = run_command(InstallCvmfs(), config, {"repositories": REPOS, "http_proxy": "http://p1:3128|http://p2:3128;DIRECT"})
-    assert [call for call in fp.calls if call[0] != "cvmfs2"] == installs + [["cvmfs_config", "setup"]] + \
-        [["cvmfs_config", "probe", r] for r in REPOS]
+    result, _ = run_command(
+        InstallCvmfs(),
+        config,
+        {"repositories": REPOS, "http_proxy": "http://p1:3128|http://p2:3128;DIRECT"},
+    )
+    assert [call for call in fp.calls if call[0] != "cvmfs2"] == installs + [
+        ["cvmfs_config", "setup"]
+    ] + [["cvmfs_config", "probe", r] for r in REPOS]
     local = (root / "etc/cvmfs/default.local").read_text()
     assert "CVMFS_REPOSITORIES=lhcb.cern.ch,lhcb-condb.cern.ch" in local
     assert "CVMFS_HTTP_PROXY='http://p1:3128|http://p2:3128;DIRECT'" in local
-    assert "CVMFS_CLIENT_PROFILE=single" in local and "CVMFS_CACHE_BASE=/scratch/cvmfs-cache" in local
+    assert (
+        "CVMFS_CLIENT_PROFILE=single" in local and "CVMFS_CACHE_BASE=/scratch/cvmfs-cache" in local
+    )
     assert result.facts["cvmfs_repositories"] == REPOS
 
 
@@ -46,7 +60,9 @@ def test_dnf_lock_busy_says_so(fp, vm_root):
     """dnf waiting on another process's lock is reported as such (the pipeline retries it)."""
     _, config = vm_root("almalinux-9")
     fp.register(EL[0])
-    fp.register(EL[1], returncode=1, stderr="Error: Waiting for process with pid 812 to finish: lock held")
+    fp.register(
+        EL[1], returncode=1, stderr="Error: Waiting for process with pid 812 to finish: lock held"
+    )
     with pytest.raises(CommandFailed) as failed:
         run_command(InstallCvmfs(), config, {"repositories": REPOS})
     assert failed.value.code == "package-install-failed" and "lock" in failed.value.hint
@@ -83,8 +99,11 @@ def test_install_dirac_from_cvmfs_release(fp, vm_root):
     rc.parent.mkdir(parents=True)
     rc.write_text("export DIRAC=/cvmfs\n")
     fp.register(["bash", "-c", fp.any()], stdout="8.0.50\n")
-    result, _ = run_command(InstallDirac(), config, {"version": "v8.0.50",
-                                                     "cvmfs_locations": ["/cvmfs/lhcb.cern.ch/lhcbdirac"]})
+    result, _ = run_command(
+        InstallDirac(),
+        config,
+        {"version": "v8.0.50", "cvmfs_locations": ["/cvmfs/lhcb.cern.ch/lhcbdirac"]},
+    )
     assert result.facts["dirac_source"] == "cvmfs" and result.facts["dirac_version"] == "8.0.50"
     assert result.env["DIRAC_ENV_SCRIPT"].endswith("/diracosrc")
     assert not any(call[0] == "curl" for call in fp.calls)
@@ -98,7 +117,9 @@ def test_install_dirac_with_installer_and_pip(fp, vm_root):
     fp.register(["bash", "/opt/dirac/DIRACOS-installer.sh"])
     fp.register(["bash", "-c", fp.any()], occurrences=3)
     run_command(InstallDirac(), config, {"version": "v8.0.50", "cvmfs_locations": []}, dry_run=True)
-    result, actions = run_command(InstallDirac(), config, {"version": "v8.0.50", "cvmfs_locations": []})
+    result, actions = run_command(
+        InstallDirac(), config, {"version": "v8.0.50", "cvmfs_locations": []}
+    )
     pip = [c for c in fp.calls if c[:2] == ["bash", "-c"] and "pip" in c][0]
     assert "DIRAC==8.0.50" in pip and result.facts["dirac_source"] == "installed"
 
@@ -113,15 +134,39 @@ def test_dirac_version_missing(vm_root):
 
 def test_configure_dirac_arguments(fp, vm_root):
     """dirac-configure gets site, CE, queue, VO, setup, CS servers and the tags."""
-    _, config = vm_root("almalinux-9", instance={"id": "i-1", "site": "CLOUD.CERN.ch", "ce": "cern-openstack",
-                                                 "vo": "lhcb", "running_pod": "lhcb-mc"})
+    _, config = vm_root(
+        "almalinux-9",
+        instance={
+            "id": "i-1",
+            "site": "CLOUD.CERN.ch",
+            "ce": "cern-openstack",
+            "vo": "lhcb",
+            "running_pod": "lhcb-mc",
+        },
+    )
     fp.register(["bash", "-c", fp.any()])
-    run_command(ConfigureDirac(), config, {"setup": "LHCb-Production", "whole_node": True,
-                                           "cs_servers": ["dips://cs.example.org:9135/Configuration/Server"]},
-                facts={"dirac_env_script": "/opt/dirac/diracos/diracosrc", "cores": 8})
+    run_command(
+        ConfigureDirac(),
+        config,
+        {
+            "setup": "LHCb-Production",
+            "whole_node": True,
+            "cs_servers": ["dips://cs.example.org:9135/Configuration/Server"],
+        },
+        facts={"dirac_env_script": "/opt/dirac/diracos/diracosrc", "cores": 8},
+    )
     argv = fp.calls[0]
     joined = " ".join(argv)
-    for expected in ("dirac-configure", "-n CLOUD.CERN.ch", "-N cern-openstack", "-Q default", "-V lhcb",
-                     "-S LHCb-Production", "WholeNode", "8Processors", "RunningPod=lhcb-mc",
-                     "/LocalSite/NumberOfProcessors=8"):
+    for expected in (
+        "dirac-configure",
+        "-n CLOUD.CERN.ch",
+        "-N cern-openstack",
+        "-Q default",
+        "-V lhcb",
+        "-S LHCb-Production",
+        "WholeNode",
+        "8Processors",
+        "RunningPod=lhcb-mc",
+        "/LocalSite/NumberOfProcessors=8",
+    ):
         assert expected in joined

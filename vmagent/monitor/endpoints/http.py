@@ -45,18 +45,25 @@ class HttpEndpoint:
 
     name = "http"
     options_schema = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "follow_period": {"type": "boolean", "default": True,
-                              "description": "use the heartbeat period the manager answers (5 s to 1 h)"},
+            "follow_period": {
+                "type": "boolean",
+                "default": True,
+                "description": "use the heartbeat period the manager answers (5 s to 1 h)",
+            },
         },
     }
 
     def __init__(self, config: Config, options: Mapping[str, Any]) -> None:
         self.config, self.section = config, config.section("manager")
         if not self.section["url"]:
-            raise ConfigError(config.source, [("manager.url", "is not set but the monitor's http endpoint uses it")],
-                              hint="set manager.url, e.g. https://manager.example.org:8443")
+            raise ConfigError(
+                config.source,
+                [("manager.url", "is not set but the monitor's http endpoint uses it")],
+                hint="set manager.url, e.g. https://manager.example.org:8443",
+            )
         self.follow_period = bool(options.get("follow_period", True))
         self.credentials = state_file(config, CREDENTIALS_FILE)
         self.vm_id: Optional[str] = None
@@ -67,16 +74,23 @@ class HttpEndpoint:
         if self.session is None:
             stored = self._stored() or (self._register() and self._stored())
             if not stored:
-                raise ManagerUnavailable(f"no VM credential in {self.credentials} after registering")
+                raise ManagerUnavailable(
+                    f"no VM credential in {self.credentials} after registering"
+                )
             section = self.section
 
             def configured(key: str) -> Optional[str]:
                 return vm_path(self.config, section[key]) if section[key] else None
 
             self.vm_id = str(stored["vm_id"])
-            self.session = JsonSession(section["url"], token=str(stored["token"]), ca_file=configured("ca_file"),
-                                       cert_file=configured("cert_file"), key_file=configured("key_file"),
-                                       timeout=float(section["timeout"]))
+            self.session = JsonSession(
+                section["url"],
+                token=str(stored["token"]),
+                ca_file=configured("ca_file"),
+                cert_file=configured("cert_file"),
+                key_file=configured("key_file"),
+                timeout=float(section["timeout"]),
+            )
         return self.session
 
     def _stored(self) -> Optional[Dict[str, Any]]:
@@ -88,16 +102,24 @@ class HttpEndpoint:
     def _register(self) -> bool:
         from ...process import run
 
-        done = run([sys.executable, "-c", REGISTER, self.config.source], input=json.dumps(self.config.plain()),
-                   timeout=3 * float(self.section["timeout"]) + 30, check=False)
+        done = run(
+            [sys.executable, "-c", REGISTER, self.config.source],
+            input=json.dumps(self.config.plain()),
+            timeout=3 * float(self.section["timeout"]) + 30,
+            check=False,
+        )
         try:
             answer = json.loads(done.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            raise ManagerUnavailable(f"registration failed (exit {done.returncode}): {done.stderr[-500:]}") from None
+            raise ManagerUnavailable(
+                f"registration failed (exit {done.returncode}): {done.stderr[-500:]}"
+            ) from None
         if "refused" in answer:
             raise ManagerRefused(int(answer["refused"]), str(answer["detail"]))
         if "error" in answer:
-            raise ManagerUnavailable(f"registration failed [{answer['error']}]: {answer['message']}")
+            raise ManagerUnavailable(
+                f"registration failed [{answer['error']}]: {answer['message']}"
+            )
         log.info("registered with %s", self.section["url"])
         return True
 
@@ -107,7 +129,9 @@ class HttpEndpoint:
         if not isinstance(answer, dict):
             raise ManagerRefused(200, f"heartbeat answer is not an object: {str(answer)[:200]}")
         self._follow(answer.get("heartbeat_period"))
-        instructions: List[Any] = answer.get("instructions", [])  # validated by the monitor, list or not
+        instructions: List[Any] = answer.get(
+            "instructions", []
+        )  # validated by the monitor, list or not
         return instructions
 
     def _follow(self, period: Any) -> None:
@@ -115,14 +139,28 @@ class HttpEndpoint:
             self.period = None
             return
         low, high = PERIOD_BOUNDS
-        if isinstance(period, (int, float)) and not isinstance(period, bool) and low <= period <= high:
+        if (
+            isinstance(period, (int, float))
+            and not isinstance(period, bool)
+            and low <= period <= high
+        ):
             self.period = float(period)
         else:
-            log.warning("ignoring heartbeat period %r from the manager (allowed %g to %g s)", period, low, high)
+            log.warning(
+                "ignoring heartbeat period %r from the manager (allowed %g to %g s)",
+                period,
+                low,
+                high,
+            )
             self.period = None
 
     def halting(self, decision: Any) -> None:
         session = self._connect()
-        session.post(f"/vms/{segment(str(self.vm_id))}/halting",
-                     {"reason": f"{decision.policy}: {decision.reason}"[:1024], "vacuum_code": decision.vacuum_code,
-                      "message": decision.message})
+        session.post(
+            f"/vms/{segment(str(self.vm_id))}/halting",
+            {
+                "reason": f"{decision.policy}: {decision.reason}"[:1024],
+                "vacuum_code": decision.vacuum_code,
+                "message": decision.message,
+            },
+        )

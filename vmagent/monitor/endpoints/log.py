@@ -14,19 +14,30 @@ class LogEndpoint:
 
     name = "log"
     options_schema = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "path": {"type": ["string", "null"], "pattern": "^/", "default": None,
-                     "description": "VM path of the file (default <log_dir>/heartbeats.jsonl)"},
-            "sample": {"type": "boolean", "default": False,
-                       "description": "also keep the full sample (CPU per core, each pilot's log age, ...)"},
+            "path": {
+                "type": ["string", "null"],
+                "pattern": "^/",
+                "default": None,
+                "description": "VM path of the file (default <log_dir>/heartbeats.jsonl)",
+            },
+            "sample": {
+                "type": "boolean",
+                "default": False,
+                "description": "also keep the full sample (CPU per core, each pilot's log age, ...)",
+            },
         },
     }
 
     def __init__(self, config: Config, options: Mapping[str, Any]) -> None:
         path = options.get("path")
-        self.path = host_path(config.root, path) if path else os.path.join(config.path("paths.log_dir"),
-                                                                          "heartbeats.jsonl")
+        self.path = (
+            host_path(config.root, path)
+            if path
+            else os.path.join(config.path("paths.log_dir"), "heartbeats.jsonl")
+        )
         self.with_sample = bool(options.get("sample"))
         self.period = None
 
@@ -38,8 +49,15 @@ class LogEndpoint:
         return []
 
     def halting(self, decision: Any) -> None:
-        self._write({"halting": {"policy": decision.policy, "reason": decision.reason,
-                                 "vacuum_code": decision.vacuum_code}})
+        self._write(
+            {
+                "halting": {
+                    "policy": decision.policy,
+                    "reason": decision.reason,
+                    "vacuum_code": decision.vacuum_code,
+                }
+            }
+        )
 
     def _write(self, entry: Dict[str, Any]) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)

@@ -81,8 +81,15 @@ class HttpSession:
 
     hint = "check the URL, the network and the CA file"
 
-    def __init__(self, url: str, *, ca_file: Optional[str] = None, cert_file: Optional[str] = None,
-                 key_file: Optional[str] = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ca_file: Optional[str] = None,
+        cert_file: Optional[str] = None,
+        key_file: Optional[str] = None,
+        timeout: float = 10.0,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -99,7 +106,9 @@ class HttpSession:
             if cert_file:
                 self.context.load_cert_chain(cert_file, key_file)
 
-    def request(self, method: str, path: str, data: bytes, headers: Dict[str, str]) -> Tuple[int, bytes]:
+    def request(
+        self, method: str, path: str, data: bytes, headers: Dict[str, str]
+    ) -> Tuple[int, bytes]:
         """``method`` ``data`` to ``<url><path>``: the status and up to MAX_ANSWER_BYTES + 1 of the answer.
 
         Raises ``ManagerUnavailable`` when there is no complete answer within ``timeout`` seconds or
@@ -112,11 +121,17 @@ class HttpSession:
             conn = self._connection()
             # a stand-in socket: every operation within the deadline (http.client only sends and reads)
             conn.sock = _BoundedSocket(sock, deadline)
-            conn.request(method, f"{self.base}{path}", body=data, headers={"Content-Length": str(len(data)),
-                                                                             **headers})
+            conn.request(
+                method,
+                f"{self.base}{path}",
+                body=data,
+                headers={"Content-Length": str(len(data)), **headers},
+            )
             response = conn.getresponse()
             raw = response.read(MAX_ANSWER_BYTES + 1)
-            if response.length and len(raw) <= MAX_ANSWER_BYTES:  # the server hung up before the end
+            if (
+                response.length and len(raw) <= MAX_ANSWER_BYTES
+            ):  # the server hung up before the end
                 raise http.client.IncompleteRead(raw, response.length)
             return response.status, raw
         except (OSError, http.client.HTTPException) as exc:
@@ -141,11 +156,15 @@ class HttpSession:
             return http.client.HTTPSConnection(self.host, self.port, context=self.context)
         return http.client.HTTPConnection(self.host, self.port)
 
-    def _unavailable(self, method: str, path: str, exc: BaseException, deadline: float) -> ManagerUnavailable:
+    def _unavailable(
+        self, method: str, path: str, exc: BaseException, deadline: float
+    ) -> ManagerUnavailable:
         where = f"{method} {self.url}{path}"
         if isinstance(exc, socket.timeout) or time.monotonic() >= deadline:
-            return ManagerUnavailable(f"{where}: no complete answer within {self.timeout:g} s",
-                                      hint="check the network and the server's load, or raise its timeout")
+            return ManagerUnavailable(
+                f"{where}: no complete answer within {self.timeout:g} s",
+                hint="check the network and the server's load, or raise its timeout",
+            )
         return ManagerUnavailable(f"{where}: {exc.__class__.__name__}: {exc}", hint=self.hint)
 
 
@@ -154,15 +173,28 @@ class JsonSession(HttpSession):
 
     hint = "check manager.url, the network and manager.ca_file"
 
-    def __init__(self, url: str, *, token: Optional[str] = None, ca_file: Optional[str] = None,
-                 cert_file: Optional[str] = None, key_file: Optional[str] = None, timeout: float = 10.0) -> None:
-        super().__init__(url, ca_file=ca_file, cert_file=cert_file, key_file=key_file, timeout=timeout)
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: Optional[str] = None,
+        ca_file: Optional[str] = None,
+        cert_file: Optional[str] = None,
+        key_file: Optional[str] = None,
+        timeout: float = 10.0,
+    ) -> None:
+        super().__init__(
+            url, ca_file=ca_file, cert_file=cert_file, key_file=key_file, timeout=timeout
+        )
         self.token = token
 
     def post(self, path: str, body: Any) -> Any:
         """POST ``body`` to ``/api/v1<path>`` and answer the decoded JSON (``{}`` when empty)."""
-        headers = {"Content-Type": "application/json", "Accept": "application/json",
-                   "User-Agent": f"vmagent-monitor/{__version__}"}
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"vmagent-monitor/{__version__}",
+        }
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         status, raw = self.request("POST", f"{API}{path}", json.dumps(body).encode(), headers)
@@ -182,5 +214,7 @@ class JsonSession(HttpSession):
             raise ManagerUnavailable(f"{where}: answer is not JSON") from None
         if status >= 400:
             detail = doc.get("detail", "") if isinstance(doc, dict) else doc
-            raise ManagerRefused(status, detail if isinstance(detail, str) else json.dumps(detail)[:2000])
+            raise ManagerRefused(
+                status, detail if isinstance(detail, str) else json.dumps(detail)[:2000]
+            )
         return doc

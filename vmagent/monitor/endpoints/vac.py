@@ -23,17 +23,32 @@ class VacEndpoint:
 
     name = "vac"
     options_schema = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "joboutputs": {"type": ["string", "null"], "default": None,
-                           "description": "a VM directory or an http(s) URL (default: $JOBOUTPUTS, "
-                                          "else <state_dir>/joboutputs)"},
-            "heartbeat_file": {"type": "string", "pattern": "^[A-Za-z0-9._-]+$", "default": "heartbeat",
-                               "description": "name of the heartbeat file the platform watches"},
-            "ca_file": {"type": ["string", "null"], "default": None,
-                        "description": "VM path of the CA bundle for an https target (default: system CAs)"},
-            "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 10,
-                        "description": "seconds for a whole PUT: connection, upload and answer"},
+            "joboutputs": {
+                "type": ["string", "null"],
+                "default": None,
+                "description": "a VM directory or an http(s) URL (default: $JOBOUTPUTS, "
+                "else <state_dir>/joboutputs)",
+            },
+            "heartbeat_file": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9._-]+$",
+                "default": "heartbeat",
+                "description": "name of the heartbeat file the platform watches",
+            },
+            "ca_file": {
+                "type": ["string", "null"],
+                "default": None,
+                "description": "VM path of the CA bundle for an https target (default: system CAs)",
+            },
+            "timeout": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "default": 10,
+                "description": "seconds for a whole PUT: connection, upload and answer",
+            },
         },
     }
 
@@ -52,7 +67,10 @@ class VacEndpoint:
         self.period: Optional[float] = None
 
     def send(self, heartbeat: Dict[str, Any], sample: Mapping[str, Any]) -> List[Any]:
-        brief = {k: heartbeat.get(k) for k in ("instance_id", "seq", "time", "status", "load", "remaining_seconds")}
+        brief = {
+            k: heartbeat.get(k)
+            for k in ("instance_id", "seq", "time", "status", "load", "remaining_seconds")
+        }
         self._put(self.heartbeat_file, json.dumps(brief, sort_keys=True) + "\n")
         return []
 
@@ -64,7 +82,9 @@ class VacEndpoint:
             write_atomic(os.path.join(self.target, name), text, 0o644)
             return
         url = f"{self.target.rstrip('/')}/{name}"
-        status, _ = self._session().request("PUT", f"/{name}", text.encode(), {"Content-Type": "text/plain"})
+        status, _ = self._session().request(
+            "PUT", f"/{name}", text.encode(), {"Content-Type": "text/plain"}
+        )
         if status >= 500:
             raise ManagerUnavailable(f"{url}: HTTP {status}")
         if status >= 400:
@@ -74,6 +94,9 @@ class VacEndpoint:
         if self.session is None:
             try:
                 self.session = HttpSession(self.target, ca_file=self.ca_file, timeout=self.timeout)
-            except (OSError, ValueError) as exc:  # a bad URL or CA file: reported at every beat, not fatal
+            except (
+                OSError,
+                ValueError,
+            ) as exc:  # a bad URL or CA file: reported at every beat, not fatal
                 raise ManagerRefused(0, f"vac endpoint {self.target}: {exc}") from None
         return self.session

@@ -21,18 +21,35 @@ class CheckCredentials:
 
     name = "check-credentials"
     options_schema: Dict[str, Any] = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "cert_file": {"type": ["string", "null"], "default": None,
-                          "description": "host or robot certificate (PEM)"},
-            "key_file": {"type": ["string", "null"], "default": None, "description": "its private key (PEM)"},
-            "proxy_file": {"type": ["string", "null"], "default": None,
-                           "description": "RFC 3820 proxy: certificate, key and chain in one PEM file"},
-            "token_file": {"type": ["string", "null"], "default": None,
-                           "description": "bearer token file (default: manager.token_file when set)"},
+            "cert_file": {
+                "type": ["string", "null"],
+                "default": None,
+                "description": "host or robot certificate (PEM)",
+            },
+            "key_file": {
+                "type": ["string", "null"],
+                "default": None,
+                "description": "its private key (PEM)",
+            },
+            "proxy_file": {
+                "type": ["string", "null"],
+                "default": None,
+                "description": "RFC 3820 proxy: certificate, key and chain in one PEM file",
+            },
+            "token_file": {
+                "type": ["string", "null"],
+                "default": None,
+                "description": "bearer token file (default: manager.token_file when set)",
+            },
             "min_valid_hours": {"type": "number", "minimum": 0, "default": 24},
-            "fix_modes": {"type": "boolean", "default": True,
-                          "description": "chmod 0600 secret files readable by others (else refuse)"},
+            "fix_modes": {
+                "type": "boolean",
+                "default": True,
+                "description": "chmod 0600 secret files readable by others (else refuse)",
+            },
         },
     }
 
@@ -67,11 +84,15 @@ class CheckCredentials:
         try:
             mode = stat.S_IMODE(os.stat(path).st_mode)
         except OSError as exc:
-            raise CommandFailed(f"{path}: {exc.strerror}", hint="check the user data or the image") from None
+            raise CommandFailed(
+                f"{path}: {exc.strerror}", hint="check the user data or the image"
+            ) from None
         if mode & 0o077:
             if not ctx.options["fix_modes"]:
-                raise CommandFailed(f"{path} has mode {mode:04o}: others may read a secret",
-                                    hint=f"chmod 600 {path} or set fix_modes: true")
+                raise CommandFailed(
+                    f"{path} has mode {mode:04o}: others may read a secret",
+                    hint=f"chmod 600 {path} or set fix_modes: true",
+                )
             ctx.log.warning("%s had mode %04o: set to 0600", path, mode)
             if not ctx.dry_run:
                 os.chmod(path, 0o600)
@@ -92,21 +113,29 @@ class CheckCredentials:
         if _not_before(leaf) > now:
             raise CommandFailed(f"{cert_path} is not valid before {_not_before(leaf).isoformat()}")
         if end <= now:
-            raise CommandFailed(f"{cert_path} expired at {end.isoformat()}", hint="renew the credential")
+            raise CommandFailed(
+                f"{cert_path} expired at {end.isoformat()}", hint="renew the credential"
+            )
         left_hours = (end - now).total_seconds() / 3600
         if left_hours < ctx.options["min_valid_hours"]:
             needed = ctx.options["min_valid_hours"]
-            raise CommandFailed(f"{cert_path} expires in {left_hours:.1f} h, {needed:g} h needed",
-                                hint="renew it, or lower min_valid_hours")
+            raise CommandFailed(
+                f"{cert_path} expires in {left_hours:.1f} h, {needed:g} h needed",
+                hint="renew it, or lower min_valid_hours",
+            )
         if kind == "proxy":
             _check_chain(certs, cert_path)
-        return {f"{kind}_subject": leaf.subject.rfc4514_string(), f"{kind}_issuer": leaf.issuer.rfc4514_string(),
-                f"{kind}_expires": end.isoformat()}
+        return {
+            f"{kind}_subject": leaf.subject.rfc4514_string(),
+            f"{kind}_issuer": leaf.issuer.rfc4514_string(),
+            f"{kind}_expires": end.isoformat(),
+        }
 
 
 def _spki(public_key: Any) -> bytes:
-    data: bytes = public_key.public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    data: bytes = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return data
 
 
@@ -132,8 +161,10 @@ def _check_chain(certs: List[x509.Certificate], path: str) -> None:
     """Each proxy certificate is issued by the next one and extends its subject (RFC 3820)."""
     for child, parent in zip(certs, certs[1:]):
         if child.issuer != parent.subject:
-            raise CommandFailed(f"{path}: broken chain: {child.subject.rfc4514_string()} not issued by "
-                                f"{parent.subject.rfc4514_string()}")
+            raise CommandFailed(
+                f"{path}: broken chain: {child.subject.rfc4514_string()} not issued by "
+                f"{parent.subject.rfc4514_string()}"
+            )
         try:
             child.verify_directly_issued_by(parent)
         except (ValueError, TypeError, AttributeError) as exc:

@@ -14,7 +14,14 @@ from typing import Any, Dict, List, Optional
 from ...errors import CommandFailed
 from ..command import Context, Result
 
-LSBLK = ["lsblk", "-J", "-b", "-p", "-o", "NAME,TYPE,SIZE,FSTYPE,LABEL,UUID,SERIAL,MOUNTPOINT,PKNAME,RO"]
+LSBLK = [
+    "lsblk",
+    "-J",
+    "-b",
+    "-p",
+    "-o",
+    "NAME,TYPE,SIZE,FSTYPE,LABEL,UUID,SERIAL,MOUNTPOINT,PKNAME,RO",
+]
 MATCH_KEYS = ("serial", "by_id", "label", "uuid")
 
 
@@ -24,35 +31,74 @@ class SetupDisks:
     name = "setup-disks"
     defaults = {"timeout": 600.0}
     options_schema: Dict[str, Any] = {
-        "type": "object", "additionalProperties": False,
-        "$defs": {"match": {"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
-                            "properties": {k: {"type": "string", "minLength": 1} for k in MATCH_KEYS}}},
+        "type": "object",
+        "additionalProperties": False,
+        "$defs": {
+            "match": {
+                "type": "object",
+                "additionalProperties": False,
+                "minProperties": 1,
+                "maxProperties": 1,
+                "properties": {k: {"type": "string", "minLength": 1} for k in MATCH_KEYS},
+            }
+        },
         "properties": {
-            "volumes": {"type": "array", "default": [], "items": {
-                "type": "object", "additionalProperties": False, "required": ["match", "mount"],
-                "properties": {
-                    "match": {"$ref": "#/$defs/match"},
-                    "mount": {"type": "string", "pattern": "^/"},
-                    "fstype": {"enum": ["ext4", "xfs"], "default": "ext4"},
-                    "force": {"type": "boolean", "default": False, "description": "reformat even with a filesystem"},
-                    "owner": {"type": ["string", "null"], "default": None, "description": "user:group of the mount"},
-                    "options": {"type": "string", "default": "defaults"},
-                }}},
+            "volumes": {
+                "type": "array",
+                "default": [],
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["match", "mount"],
+                    "properties": {
+                        "match": {"$ref": "#/$defs/match"},
+                        "mount": {"type": "string", "pattern": "^/"},
+                        "fstype": {"enum": ["ext4", "xfs"], "default": "ext4"},
+                        "force": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "reformat even with a filesystem",
+                        },
+                        "owner": {
+                            "type": ["string", "null"],
+                            "default": None,
+                            "description": "user:group of the mount",
+                        },
+                        "options": {"type": "string", "default": "defaults"},
+                    },
+                },
+            },
             "device_timeout": {"type": "integer", "minimum": 1, "default": 30},
-            "stripe": {"type": ["object", "null"], "default": None, "additionalProperties": False,
-                       "required": ["members", "mount"],
-                       "description": "several blank volumes as one RAID 0 (mdadm) mounted once",
-                       "properties": {
-                           "members": {"type": "array", "minItems": 2, "items": {"$ref": "#/$defs/match"}},
-                           "mount": {"type": "string", "pattern": "^/"},
-                           "name": {"type": "string", "pattern": "^[a-z0-9-]+$", "default": "vmagent-scratch"},
-                           "fstype": {"enum": ["ext4", "xfs"], "default": "xfs"},
-                           "owner": {"type": ["string", "null"], "default": None},
-                           "options": {"type": "string", "default": "defaults"}}},
-            "swap_file": {"type": ["object", "null"], "default": None, "additionalProperties": False,
-                          "required": ["path", "size_mb"], "description": "optional swap file, e.g. on scratch",
-                          "properties": {"path": {"type": "string", "pattern": "^/"},
-                                         "size_mb": {"type": "integer", "minimum": 1}}},
+            "stripe": {
+                "type": ["object", "null"],
+                "default": None,
+                "additionalProperties": False,
+                "required": ["members", "mount"],
+                "description": "several blank volumes as one RAID 0 (mdadm) mounted once",
+                "properties": {
+                    "members": {"type": "array", "minItems": 2, "items": {"$ref": "#/$defs/match"}},
+                    "mount": {"type": "string", "pattern": "^/"},
+                    "name": {
+                        "type": "string",
+                        "pattern": "^[a-z0-9-]+$",
+                        "default": "vmagent-scratch",
+                    },
+                    "fstype": {"enum": ["ext4", "xfs"], "default": "xfs"},
+                    "owner": {"type": ["string", "null"], "default": None},
+                    "options": {"type": "string", "default": "defaults"},
+                },
+            },
+            "swap_file": {
+                "type": ["object", "null"],
+                "default": None,
+                "additionalProperties": False,
+                "required": ["path", "size_mb"],
+                "description": "optional swap file, e.g. on scratch",
+                "properties": {
+                    "path": {"type": "string", "pattern": "^/"},
+                    "size_mb": {"type": "integer", "minimum": 1},
+                },
+            },
         },
     }
 
@@ -73,7 +119,9 @@ class SetupDisks:
             facts["swap_file"] = _swap_file(ctx, ctx.options["swap_file"])
         return Result(facts=facts)
 
-    def _find(self, ctx: Context, devices: List[Dict[str, Any]], match: Dict[str, str]) -> Dict[str, Any]:
+    def _find(
+        self, ctx: Context, devices: List[Dict[str, Any]], match: Dict[str, str]
+    ) -> Dict[str, Any]:
         key, wanted = next(iter(match.items()))
         if key == "by_id":
             path = wanted if wanted.startswith("/") else f"/dev/disk/by-id/{wanted}"
@@ -82,18 +130,32 @@ class SetupDisks:
         else:
             found = [d for d in devices if (d.get(key) or "") == wanted]
         if not found:
-            raise CommandFailed(f"no attached volume with {key} {wanted!r}", code="disk-not-found",
-                                hint="check the volume is attached; 'lsblk -o NAME,SERIAL,LABEL,UUID' lists them")
+            raise CommandFailed(
+                f"no attached volume with {key} {wanted!r}",
+                code="disk-not-found",
+                hint="check the volume is attached; 'lsblk -o NAME,SERIAL,LABEL,UUID' lists them",
+            )
         device = found[0]
-        if device.get("fstype") == "swap" or (device.get("label") or "").lower() == "cidata" or device.get("ro"):
-            raise CommandFailed(f"{device['name']} is swap, the cloud-init seed or read-only: refused",
-                                code="disk-refused")
+        if (
+            device.get("fstype") == "swap"
+            or (device.get("label") or "").lower() == "cidata"
+            or device.get("ro")
+        ):
+            raise CommandFailed(
+                f"{device['name']} is swap, the cloud-init seed or read-only: refused",
+                code="disk-refused",
+            )
         if device.get("mountpoint") in ("/", "/boot") or any(
-                d.get("mountpoint") == "/" and d.get("pkname") == device["name"] for d in devices):
-            raise CommandFailed(f"{device['name']} holds the root filesystem: refused", code="disk-refused")
+            d.get("mountpoint") == "/" and d.get("pkname") == device["name"] for d in devices
+        ):
+            raise CommandFailed(
+                f"{device['name']} holds the root filesystem: refused", code="disk-refused"
+            )
         return device
 
-    def _stripe(self, ctx: Context, devices: List[Dict[str, Any]], stripe: Dict[str, Any]) -> Dict[str, Any]:
+    def _stripe(
+        self, ctx: Context, devices: List[Dict[str, Any]], stripe: Dict[str, Any]
+    ) -> Dict[str, Any]:
         """Create the RAID 0 from blank members once (members already in an array are reused), then mount it."""
         members = [self._find(ctx, devices, match)["name"] for match in stripe["members"]]
         md = f"/dev/md/{stripe['name']}"
@@ -103,24 +165,48 @@ class SetupDisks:
         if kinds == {"linux_raid_member"}:
             ctx.run(["mdadm", "--assemble", md, *members], check=False)
         elif kinds == {None}:
-            ctx.run(["mdadm", "--create", md, "--run", "--level=0", f"--raid-devices={len(members)}", *members])
+            ctx.run(
+                [
+                    "mdadm",
+                    "--create",
+                    md,
+                    "--run",
+                    "--level=0",
+                    f"--raid-devices={len(members)}",
+                    *members,
+                ]
+            )
         else:
-            raise CommandFailed(f"stripe members {', '.join(members)} are not all blank", code="disk-refused",
-                                hint="stripe only blank volumes; mount volumes with data one by one")
+            raise CommandFailed(
+                f"stripe members {', '.join(members)} are not all blank",
+                code="disk-refused",
+                hint="stripe only blank volumes; mount volumes with data one by one",
+            )
         volume = {**stripe, "force": False}
         return self._prepare(ctx, {"name": md}, volume)
 
-    def _prepare(self, ctx: Context, device: Dict[str, Any], volume: Dict[str, Any]) -> Dict[str, Any]:
+    def _prepare(
+        self, ctx: Context, device: Dict[str, Any], volume: Dict[str, Any]
+    ) -> Dict[str, Any]:
         name, target = device["name"], volume["mount"]
         if device.get("mountpoint"):
             if device["mountpoint"] not in (target, ctx.path(target)):
-                raise CommandFailed(f"{name} is already mounted at {device['mountpoint']}", code="disk-refused")
+                raise CommandFailed(
+                    f"{name} is already mounted at {device['mountpoint']}", code="disk-refused"
+                )
             return {"device": name, "mount": target, "formatted": False}
         probe = ctx.run(["blkid", "-p", "-o", "export", name], check=False, read_only=True)
         blank = probe.returncode == 2
         formatted = False
         if blank or volume["force"]:
-            ctx.run([f"mkfs.{volume['fstype']}", *(["-F"] if volume["fstype"] == "ext4" else ["-f"]), "-q", name])
+            ctx.run(
+                [
+                    f"mkfs.{volume['fstype']}",
+                    *(["-F"] if volume["fstype"] == "ext4" else ["-f"]),
+                    "-q",
+                    name,
+                ]
+            )
             formatted = True
         uuid = _uuid(ctx, name) or device.get("uuid") or ""
         ctx.run(["mkdir", "-p", ctx.path(target)])
@@ -132,7 +218,9 @@ class SetupDisks:
 
     def _fstab(self, ctx: Context, uuid: str, target: str, volume: Dict[str, Any]) -> None:
         source = f"UUID={uuid}" if not uuid.startswith("/") else uuid
-        options = f"{volume['options']},nofail,x-systemd.device-timeout={ctx.options['device_timeout']}s"
+        options = (
+            f"{volume['options']},nofail,x-systemd.device-timeout={ctx.options['device_timeout']}s"
+        )
         _fstab_line(ctx, target, f"{source} {target} {volume['fstype']} {options} 0 2")
 
 
@@ -144,17 +232,27 @@ def _fstab_line(ctx: Context, target: str, line: str) -> None:
         with open(path, encoding="utf-8") as fh:
             current = fh.read()
     field = 0 if target == "none" else 1  # swap entries are keyed by their file
-    key = line.split()[field:field + 1]
-    kept = [entry for entry in current.splitlines() if entry.split()[field:field + 1] != key]
+    key = line.split()[field : field + 1]
+    kept = [entry for entry in current.splitlines() if entry.split()[field : field + 1] != key]
     ctx.write_file("/etc/fstab", "\n".join(kept + [line]) + "\n", 0o644)
 
 
 def _devices(ctx: Context) -> List[Dict[str, Any]]:
     """Every block device, flattened, with blkid filling what lsblk missed."""
-    devices = _flatten(json.loads(ctx.run(LSBLK, read_only=True).stdout or '{"blockdevices": []}')["blockdevices"])
+    devices = _flatten(
+        json.loads(ctx.run(LSBLK, read_only=True).stdout or '{"blockdevices": []}')["blockdevices"]
+    )
     for device in devices:
-        if not device.get("uuid") and device.get("type") in ("disk", "part", "loop", "raid0", "lvm"):
-            device.update(_probe(ctx, device["name"]))  # without udev, lsblk may miss a new filesystem
+        if not device.get("uuid") and device.get("type") in (
+            "disk",
+            "part",
+            "loop",
+            "raid0",
+            "lvm",
+        ):
+            device.update(
+                _probe(ctx, device["name"])
+            )  # without udev, lsblk may miss a new filesystem
     return devices
 
 

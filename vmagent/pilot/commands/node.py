@@ -21,14 +21,23 @@ class CheckNode:
     name = "check-node"
     defaults = {"timeout": 120.0}
     options_schema: Dict[str, Any] = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
             "min_cores": {"type": "integer", "minimum": 1, "default": 1},
             "min_memory_mb_per_core": {"type": "integer", "minimum": 0, "default": 1000},
             "min_scratch_free_mb": {"type": "integer", "minimum": 0, "default": 10000},
-            "check_os": {"type": "boolean", "default": True, "description": "refuse unsupported operating systems"},
-            "endpoints": {"type": "array", "items": {"type": "string"}, "default": [],
-                          "description": "extra host:port or URLs that must answer a TCP connect (e.g. CVMFS proxies)"},
+            "check_os": {
+                "type": "boolean",
+                "default": True,
+                "description": "refuse unsupported operating systems",
+            },
+            "endpoints": {
+                "type": "array",
+                "items": {"type": "string"},
+                "default": [],
+                "description": "extra host:port or URLs that must answer a TCP connect (e.g. CVMFS proxies)",
+            },
             "connect_timeout": {"type": "number", "exclusiveMinimum": 0, "default": 5},
         },
     }
@@ -43,7 +52,12 @@ class CheckNode:
                     found = osrelease.identify(fh.read(), path)
             except OSError as exc:
                 raise NodeUnfit(f"{path}: cannot read ({exc.strerror})") from None
-            facts.update(os_id=found.id, os_family=found.family, os_version=found.version, os_name=found.pretty_name)
+            facts.update(
+                os_id=found.id,
+                os_family=found.family,
+                os_version=found.version,
+                os_name=found.pretty_name,
+            )
         cores = len(os.sched_getaffinity(0))
         memory_mb = psutil.virtual_memory().total // 2**20
         facts.update(cores=cores, memory_mb=memory_mb)
@@ -51,12 +65,18 @@ class CheckNode:
         if cores < o["min_cores"]:
             problems.append(f"{cores} cores, {o['min_cores']} needed")
         if memory_mb < o["min_memory_mb_per_core"] * cores:
-            problems.append(f"{memory_mb} MB memory, {o['min_memory_mb_per_core'] * cores} MB needed for {cores} cores")
+            problems.append(
+                f"{memory_mb} MB memory, {o['min_memory_mb_per_core'] * cores} MB needed for {cores} cores"
+            )
         scratch = self._existing(ctx.path(ctx.config.section("paths")["scratch"]))
         facts["scratch_free_mb"] = shutil.disk_usage(scratch).free // 2**20
         if facts["scratch_free_mb"] < o["min_scratch_free_mb"]:
-            problems.append(f"{scratch} has {facts['scratch_free_mb']} MB free, {o['min_scratch_free_mb']} MB needed")
-        unreachable = [e for e in self._endpoints(ctx) if not self._reachable(e, o["connect_timeout"])]
+            problems.append(
+                f"{scratch} has {facts['scratch_free_mb']} MB free, {o['min_scratch_free_mb']} MB needed"
+            )
+        unreachable = [
+            e for e in self._endpoints(ctx) if not self._reachable(e, o["connect_timeout"])
+        ]
         if unreachable:
             problems.append("cannot connect to " + ", ".join(unreachable))
         facts["endpoints_checked"] = len(self._endpoints(ctx))
@@ -64,8 +84,10 @@ class CheckNode:
             ctx.log.warning("a real run would stop here: %s", "; ".join(problems))
             facts["problems"] = problems
         elif problems:
-            raise NodeUnfit("node check failed: " + "; ".join(problems),
-                            hint="use a larger flavour, attach scratch, or check the network and security groups")
+            raise NodeUnfit(
+                "node check failed: " + "; ".join(problems),
+                hint="use a larger flavour, attach scratch, or check the network and security groups",
+            )
         return facts
 
     @staticmethod
@@ -85,7 +107,10 @@ class CheckNode:
     def _reachable(endpoint: str, timeout: float) -> bool:
         if "://" in endpoint:
             parts = urlsplit(endpoint)
-            host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+            host, port = (
+                parts.hostname or "",
+                parts.port or (443 if parts.scheme == "https" else 80),
+            )
         else:
             host, _, port_text = endpoint.rpartition(":")
             port = int(port_text) if port_text.isdigit() else 3128

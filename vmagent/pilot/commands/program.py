@@ -18,12 +18,19 @@ class Exec:
         "additionalProperties": False,
         "required": ["argv"],
         "properties": {
-            "argv": {"type": "array", "minItems": 1, "items": {"type": "string"},
-                     "description": "program and arguments, no shell"},
+            "argv": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string"},
+                "description": "program and arguments, no shell",
+            },
             "cwd": {"type": ["string", "null"], "default": None},
             "env": {"type": "object", "additionalProperties": {"type": "string"}, "default": {}},
-            "facts": {"enum": ["none", "json"], "default": "none",
-                      "description": "json: stdout is a JSON object of facts for later commands"},
+            "facts": {
+                "enum": ["none", "json"],
+                "default": "none",
+                "description": "json: stdout is a JSON object of facts for later commands",
+            },
         },
     }
 
@@ -34,8 +41,10 @@ class Exec:
         try:
             facts = json.loads(done.stdout)
         except ValueError as exc:
-            raise CommandFailed(f"{ctx.options['argv'][0]} printed no JSON object: {exc}",
-                                hint="print one JSON object on stdout or set facts: none") from None
+            raise CommandFailed(
+                f"{ctx.options['argv'][0]} printed no JSON object: {exc}",
+                hint="print one JSON object on stdout or set facts: none",
+            ) from None
         if not isinstance(facts, dict):
             raise CommandFailed(f"{ctx.options['argv'][0]} printed JSON that is not an object")
         return Result(facts=facts)

@@ -45,14 +45,30 @@ class ManagerSource:
         if capacity["free_cores"] <= 0:
             return []
         self.total_cores = capacity["total_cores"]
-        request = {"remaining_seconds": capacity["remaining_seconds"], "total_cores": capacity["total_cores"]}
-        request.update({k: v for k, v in self.config.section("instance").items() if k in ("running_pod", "vo") and v})
+        request = {
+            "remaining_seconds": capacity["remaining_seconds"],
+            "total_cores": capacity["total_cores"],
+        }
+        request.update(
+            {
+                k: v
+                for k, v in self.config.section("instance").items()
+                if k in ("running_pod", "vo") and v
+            }
+        )
         if self.peeking:
-            request.update(free_cores=capacity["total_cores"], free_memory_mb=capacity.get("total_memory_mb"),
-                           max=min(WINDOW, 2 * capacity["total_cores"]), peek=True)
+            request.update(
+                free_cores=capacity["total_cores"],
+                free_memory_mb=capacity.get("total_memory_mb"),
+                max=min(WINDOW, 2 * capacity["total_cores"]),
+                peek=True,
+            )
         else:
-            request.update(free_cores=capacity["free_cores"], free_memory_mb=capacity["free_memory_mb"],
-                           max=capacity["free_cores"])
+            request.update(
+                free_cores=capacity["free_cores"],
+                free_memory_mb=capacity["free_memory_mb"],
+                max=capacity["free_cores"],
+            )
         try:
             found = self.client.claim(self.vm_id, **request)
         except ManagerUnavailable as exc:
@@ -61,13 +77,17 @@ class ManagerSource:
         except ManagerRefused as exc:
             if not (self.peeking and exc.status == 422):
                 raise
-            log.warning("the manager cannot list its queue (%s): leasing what fits the free cores instead",
-                        exc.message)
+            log.warning(
+                "the manager cannot list its queue (%s): leasing what fits the free cores instead",
+                exc.message,
+            )
             self.peeking = False
             return self.offer(capacity)
         offered = []
         for document in found:
-            document = {k: v for k, v in document.items() if k not in ("lease_expires_at", "attempt")}
+            document = {
+                k: v for k, v in document.items() if k not in ("lease_expires_at", "attempt")
+            }
             try:
                 offered.append(validated(document, "manager claim"))
             except InputRejected as exc:
@@ -79,8 +99,14 @@ class ManagerSource:
             return True  # the manager leased it to this VM when it offered it
         cores = self.total_cores if payload["whole_node"] else payload["cores"]
         try:
-            got = self.client.claim(self.vm_id, ids=[payload["id"]], free_cores=cores or payload["cores"],
-                                    free_memory_mb=payload["memory_mb"], total_cores=self.total_cores, max=1)
+            got = self.client.claim(
+                self.vm_id,
+                ids=[payload["id"]],
+                free_cores=cores or payload["cores"],
+                free_memory_mb=payload["memory_mb"],
+                total_cores=self.total_cores,
+                max=1,
+            )
         except ManagerUnavailable as exc:
             log.warning("could not lease %s: %s", payload["id"], exc.message)
             return False
@@ -99,7 +125,13 @@ class ManagerSource:
         payload_id = str(document.get("id", "unknown"))[:128]
         if self.peeking:
             try:
-                self.client.claim(self.vm_id, ids=[payload_id], free_cores=4096, total_cores=self.total_cores, max=1)
+                self.client.claim(
+                    self.vm_id,
+                    ids=[payload_id],
+                    free_cores=4096,
+                    total_cores=self.total_cores,
+                    max=1,
+                )
             except (ManagerUnavailable, ManagerRefused) as error:
                 log.warning("could not lease %s to refuse it: %s", payload_id, error)
                 return

@@ -30,15 +30,19 @@ class PilotsSource:
         if not self.pilot["argv"]:
             from ...errors import ConfigError
 
-            raise ConfigError(config.source, [("slots.pilot.argv", "is empty but slots.mode is pilots")])
+            raise ConfigError(
+                config.source, [("slots.pilot.argv", "is empty but slots.mode is pilots")]
+            )
         cores = settings["cores"]
         import os
 
         total = cores or len(os.sched_getaffinity(0))
         self.count = self.pilot["count"] or max(1, total // self.pilot["cores_per_pilot"])
         self.clock = clock
-        self.slots: Dict[int, Dict[str, Any]] = {i: {"retired": False, "failures": 0, "not_before": 0.0,
-                                                     "started": None, "runs": 0} for i in range(self.count)}
+        self.slots: Dict[int, Dict[str, Any]] = {
+            i: {"retired": False, "failures": 0, "not_before": 0.0, "started": None, "runs": 0}
+            for i in range(self.count)
+        }
         self.running: Dict[str, int] = {}
         self.fast_failures = 0
         self.black_hole = False
@@ -59,12 +63,26 @@ class PilotsSource:
                 continue
             entry["runs"] += 1
             cores = str(self.pilot["cores_per_pilot"])
-            argv = [a.replace("{cores}", cores).replace("{slot}", str(slot)) for a in self.pilot["argv"]]
-            offered.append({"id": f"pilot-{slot}-{entry['runs']}", "command": argv,
-                            "cores": self.pilot["cores_per_pilot"], "whole_node": False, "memory_mb": memory,
-                            "wall_estimate_seconds": None, "wall_limit_seconds": None, "kind": "pilot",
-                            "tags": {}, "env": {"VMAGENT_PILOT_SLOT": str(slot)}, "priority": 0, "_slot": slot,
-                            "_user": users[slot % len(users)] if users else None})
+            argv = [
+                a.replace("{cores}", cores).replace("{slot}", str(slot)) for a in self.pilot["argv"]
+            ]
+            offered.append(
+                {
+                    "id": f"pilot-{slot}-{entry['runs']}",
+                    "command": argv,
+                    "cores": self.pilot["cores_per_pilot"],
+                    "whole_node": False,
+                    "memory_mb": memory,
+                    "wall_estimate_seconds": None,
+                    "wall_limit_seconds": None,
+                    "kind": "pilot",
+                    "tags": {},
+                    "env": {"VMAGENT_PILOT_SLOT": str(slot)},
+                    "priority": 0,
+                    "_slot": slot,
+                    "_user": users[slot % len(users)] if users else None,
+                }
+            )
         return offered
 
     def claim(self, payload: Dict[str, Any]) -> bool:
@@ -83,23 +101,32 @@ class PilotsSource:
             self.vacuum_codes.append(300)
             log.info("pilot slot %d: no more work, not restarted", slot)
             return
-        if result.get("exit_code") == 0:  # work done and more may come: start the next pilot at once
+        if (
+            result.get("exit_code") == 0
+        ):  # work done and more may come: start the next pilot at once
             self.vacuum_codes.append(200)
             entry["failures"] = self.fast_failures = 0
             return
         self.vacuum_codes.append(700)
         entry["failures"] += 1
-        self.fast_failures = self.fast_failures + 1 if lived < self.pilot["min_lifetime_seconds"] else 0
+        self.fast_failures = (
+            self.fast_failures + 1 if lived < self.pilot["min_lifetime_seconds"] else 0
+        )
         if self.fast_failures >= self.pilot["black_hole_after"]:
             if self.black_hole:
                 return
             self.black_hole = True
-            log.error("%d pilots in a row died within %g s: this node is a black hole, no more pilots",
-                      self.fast_failures, self.pilot["min_lifetime_seconds"])
+            log.error(
+                "%d pilots in a row died within %g s: this node is a black hole, no more pilots",
+                self.fast_failures,
+                self.pilot["min_lifetime_seconds"],
+            )
             return
         delay = self.pilot["backoff_seconds"] * 2 ** (entry["failures"] - 1)
         entry["not_before"] = self._now() + delay
-        log.warning("pilot slot %d failed (%s); restarting in %g s", slot, result.get("reason"), delay)
+        log.warning(
+            "pilot slot %d failed (%s); restarting in %g s", slot, result.get("reason"), delay
+        )
 
     def exhausted(self) -> bool:
         """Nothing more will ever be offered."""

@@ -29,8 +29,14 @@ log = logging.getLogger("vmagent.pool")
 MAX_BYTES = 2**20  # far above any payload exec() accepts: argv and environment share about 2 MiB
 MAX_DEPTH = 32  # a payload is 3 deep; deeper JSON is garbage, and very deep JSON a RecursionError
 MAX_DIGITS = 100  # integer literals: Python 3.9 converts long ones in quadratic time
-KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
-         stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFLNK: "a symbolic link"}
+KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFLNK: "a symbolic link",
+}
 Identity = Tuple[int, int, int, int]
 
 
@@ -44,7 +50,9 @@ class SpoolSource:
         for sub in ("incoming", "claimed", "results", "rejected"):
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
         self.taken = self._claimed_ids()  # id -> its file in claimed/
-        self.stuck: Dict[str, Identity] = {}  # rejected entries that could not be moved out of incoming/
+        self.stuck: Dict[
+            str, Identity
+        ] = {}  # rejected entries that could not be moved out of incoming/
 
     def offer(self, capacity: Dict[str, Any]) -> List[Dict[str, Any]]:
         incoming = os.path.join(self.root, "incoming")
@@ -83,16 +91,21 @@ class SpoolSource:
         """Write ``results/<id>.json``, unless a result of that id is there already: the first one stays."""
         target = os.path.join(self.root, "results", f"{result['id']}.json")
         if not _write_new(target, json.dumps(result, sort_keys=True) + "\n"):
-            log.warning("result of %s not written to %s: one is there already (both are in the slot "
-                        "manager's results.jsonl)", result["id"], target)
+            log.warning(
+                "result of %s not written to %s: one is there already (both are in the slot "
+                "manager's results.jsonl)",
+                result["id"],
+                target,
+            )
 
     def close(self) -> None:
         pass
 
     # --- examining entries ------------------------------------------------------------------------
 
-    def _examine(self, path: str, info: os.stat_result, capacity: Dict[str, Any],
-                 seen: Dict[str, str]) -> Dict[str, Any]:
+    def _examine(
+        self, path: str, info: os.stat_result, capacity: Dict[str, Any], seen: Dict[str, str]
+    ) -> Dict[str, Any]:
         """The payload in ``path``; InputRejected with the reason when it can never run here."""
         payload = validated(load(path, info), path)
         misfit = _misfit(payload, capacity)
@@ -126,9 +139,13 @@ class SpoolSource:
     def _entries(directory: str) -> List[Tuple[str, os.stat_result]]:
         """The ``*.json`` entries of ``directory``, oldest first, with their own (not followed) status."""
         try:
-            names = [n for n in os.listdir(directory) if n.endswith(".json")]  # others: writers' temporary files
+            names = [
+                n for n in os.listdir(directory) if n.endswith(".json")
+            ]  # others: writers' temporary files
         except OSError as exc:
-            raise CommandFailed(f"cannot read the spool directory {directory}: {exc.strerror}") from None
+            raise CommandFailed(
+                f"cannot read the spool directory {directory}: {exc.strerror}"
+            ) from None
         found = []
         for name in names:
             try:
@@ -148,8 +165,13 @@ class SpoolSource:
             return
         except OSError as exc:
             self.stuck[name] = _identity(info)
-            log.warning("rejected payload file %s: %s (left in place: cannot move it to %s: %s)", path, reason,
-                        target, exc.strerror)
+            log.warning(
+                "rejected payload file %s: %s (left in place: cannot move it to %s: %s)",
+                path,
+                reason,
+                target,
+                exc.strerror,
+            )
             return
         try:
             write_atomic(target + ".reason", reason + "\n", 0o644)
@@ -185,8 +207,9 @@ def load(path: str, info: os.stat_result) -> Any:
 def parse(data: bytes) -> Any:
     """JSON from untrusted bytes: no recursion error, no NaN or Infinity, no endless integers."""
     try:
-        document = json.loads(data.decode("utf-8"), parse_int=_integer, parse_float=_finite,
-                              parse_constant=_constant)
+        document = json.loads(
+            data.decode("utf-8"), parse_int=_integer, parse_float=_finite, parse_constant=_constant
+        )
     except RecursionError:
         raise InputRejected(f"JSON nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:  # UnicodeDecodeError and json.JSONDecodeError too
@@ -219,7 +242,9 @@ def _depth(document: Any) -> int:
     stack = [(document, 1)]
     while stack and deepest <= MAX_DEPTH:
         node, level = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        )
         if children is not None:
             deepest = max(deepest, level)
             stack.extend((child, level + 1) for child in children)
@@ -246,7 +271,9 @@ def _free_name(directory: str, name: str) -> str:
     stem, ext = os.path.splitext(name)
     candidate = name
     number = 1
-    while any(os.path.lexists(os.path.join(directory, c)) for c in (candidate, candidate + ".reason")):
+    while any(
+        os.path.lexists(os.path.join(directory, c)) for c in (candidate, candidate + ".reason")
+    ):
         number += 1
         candidate = f"{stem}.{number}{ext}"
     return os.path.join(directory, candidate)
