@@ -79,8 +79,8 @@ def _server_cert(path: Dict[str, str], names: List[str], days: int) -> None:
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )  # type: ignore[arg-type]
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
     _write(path["server.key"], _key_pem(key), 0o600)
     _write(path["server.pem"], cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
@@ -93,8 +93,8 @@ def _builder(
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())  # type: ignore[arg-type]
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
     )

@@ -75,8 +75,8 @@ def serve(settings: Settings, host: str, port: int, workers: int, tls: bool) -> 
         timeout_keep_alive=75,
         backlog=2048,
         timeout_graceful_shutdown=3,
-        **ssl,
-    )  # type: ignore[arg-type]
+        **ssl,  # type: ignore[arg-type]
+    )
     server = uvicorn.Server(config)
     _announce(state_dir, url)
     log.info(
