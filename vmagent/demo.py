@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, workdir: str, procs: List[subprocess.Popen]) -> int:
-    from .manager.client import ManagerClient
+    from .client.manager import ManagerClient
 
     me = [sys.executable, "-m", "vmagent"]
     if args.manager_url:
@@ -376,7 +376,7 @@ def _read(path: str) -> str:
 
 
 def _write(path: str, text: str, mode: int) -> None:
-    from .pilot.command import write_atomic
+    from .core.files import write_atomic
 
     write_atomic(path, text + ("" if text.endswith("\n") else "\n"), mode)
 

@@ -10,8 +10,8 @@ import stat
 
 import pytest
 
+from vmagent.client.manager import ManagerClient, vm_credentials
 from vmagent.errors import ConfigError, ManagerRefused, ManagerUnavailable
-from vmagent.manager.client import ManagerClient, vm_credentials
 from vmagent.manager.testing import free_port
 from vmagent.testing import make_config
 

@@ -10,11 +10,11 @@ import shutil
 import pytest
 from conftest import Recorder, run_for
 
+from vmagent.core import layout
 from vmagent.errors import ConfigError, ManagerUnavailable, PluginError
 from vmagent.monitor.endpoints.vac import VacEndpoint
 from vmagent.monitor.loop import Monitor
 from vmagent.monitor.policies import Decision
-from vmagent.pool_ce import state as pool_state
 from vmagent.testing import make_config
 
 DECISION = Decision("no-payloads", "no payload or pilot ran for 300 s", 200)
@@ -156,7 +156,7 @@ def test_reference_manager_register_heartbeat_drain_halt(manager, tmp_path, cloc
     assert admin.vm(vm_id)["instance_id"] == "i-vm"
     admin.instruct(vm_id, "drain", reason="test drain")
     run_for(monitor, clock, 70)
-    assert os.path.exists(pool_state.drain_path(monitor.config)) and monitor.decision is None
+    assert os.path.exists(layout.drain_request(monitor.config)) and monitor.decision is None
     admin.instruct(vm_id, "halt", reason="test halt")
     decision = monitor.run()
     assert decision.policy == "instruction" and len(action.calls) == 1

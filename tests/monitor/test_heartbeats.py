@@ -9,7 +9,7 @@ from pathlib import Path
 from conftest import monitor_for, run_for
 
 from vmagent import mjf
-from vmagent.pool_ce import state as pool_state
+from vmagent.core import layout
 
 
 def test_heartbeats_keep_a_jittered_period(tmp_path, endpoint, clock):
@@ -100,7 +100,7 @@ def test_instructions_drain_shutdown_and_refusal(tmp_path, endpoint, clock, capl
     ]
     with caplog.at_level(logging.INFO, logger="vmagent.monitor"):
         run_for(monitor, clock, 5)
-    assert Path(pool_state.drain_path(config)).read_text() == "site downtime\n"
+    assert Path(layout.drain_request(config)).read_text() == "site downtime\n"
     assert (tmp_path / "var/lib/dirac_drain").exists() and monitor.status() == "draining"
     assert mjf.read_features(mjf.machine_dir(config)).values["shutdowntime"] == int(
         clock.time() - 5 + 5000
@@ -168,7 +168,7 @@ def test_halt_instruction_halts_once_with_final_reports(tmp_path, endpoint, cloc
     message = (tmp_path / "var/lib/vmagent/joboutputs/shutdown_message").read_text()
     assert message == "100 halt requested by http: by operator"
     assert (tmp_path / "var/lib/vmagent/shutdown_message").read_text() == message
-    assert os.path.exists(pool_state.drain_path(config))
+    assert os.path.exists(layout.drain_request(config))
 
 
 def test_outage_limit_halts_only_when_configured(tmp_path, endpoint, clock):

@@ -9,8 +9,8 @@ import pytest
 from conftest import monitor_for, run_for
 
 from vmagent import mjf
+from vmagent.core.files import write_atomic
 from vmagent.monitor.policies import Policies, vm_vacuum_code
-from vmagent.pilot.command import write_atomic
 from vmagent.pool_ce import state as pool_state
 
 

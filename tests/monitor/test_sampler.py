@@ -11,9 +11,10 @@ import psutil
 
 from vmagent import schemas
 from vmagent.clock import FakeClock
+from vmagent.core import layout
+from vmagent.core.files import write_atomic
 from vmagent.monitor.sampler import Sampler, heartbeat
-from vmagent.pilot.command import write_atomic
-from vmagent.pool_ce import state as pool_state
+from vmagent.pool_ce.state import save as pool_save
 from vmagent.testing import make_config
 
 
@@ -58,7 +59,7 @@ def test_slots_pilots_and_stuck_pilots(tmp_path):
         }
         for name, path in (("p0", fresh), ("p1", silent))
     ]
-    pool_state.save(
+    pool_save(
         config,
         {
             "mode": "pilots",
@@ -99,7 +100,7 @@ def test_a_reused_pid_is_not_a_live_payload(tmp_path):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         created = psutil.Process(other.pid).create_time()
-        pool_state.save(
+        pool_save(
             config,
             {
                 "running": [
@@ -125,7 +126,7 @@ def test_damaged_state_and_status_files_give_an_empty_pool(tmp_path):
     """A damaged pool state or pipeline status is read as nothing known, and the heartbeat stays valid."""
     sampler, config, _ = sampler_for(tmp_path)
     write_atomic(
-        pool_state.state_path(config),
+        layout.pool_state(config),
         '{"version": 1, "running": "lots", "counts": [1], "free_cores": -3}',
         0o644,
     )
@@ -143,7 +144,7 @@ def test_damaged_state_and_status_files_give_an_empty_pool(tmp_path):
 def test_a_vanished_slot_manager_is_reported(tmp_path):
     """Running payloads in a state file whose slot manager is gone show up as an error code."""
     sampler, config, _ = sampler_for(tmp_path)
-    pool_state.save(
+    pool_save(
         config, {"pid": 2**22 + 9, "running": [{"id": "a", "pid": 2**22 + 9, "pgid": 2**22 + 9}]}
     )
     body = heartbeat(sampler.take(), instance_id="i-test", seq=1, status="running", remaining=None)

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
+from vmagent.client.manager import ManagerClient, registration
 from vmagent.errors import ManagerUnavailable
-from vmagent.manager.client import ManagerClient, registration
 from vmagent.monitor.endpoints.session import JsonSession
 from vmagent.testing import make_config, send_json
 

@@ -254,8 +254,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> Any:
+    from ..client.manager import ManagerClient
     from ..errors import UsageError
-    from .client import ManagerClient
 
     def read(path: str, what: str) -> str:
         try:
@@ -391,7 +391,7 @@ def _enrol(args: argparse.Namespace) -> int:
         ttl_seconds=args.ttl,
     )
     if args.output:
-        from ..pilot.command import write_atomic
+        from ..core.files import write_atomic
 
         write_atomic(args.output, answer["enrolment_token"] + "\n", 0o600)
         print(f"enrolment token written to {args.output} (mode 0600)", file=sys.stderr)

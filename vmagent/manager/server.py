@@ -136,7 +136,7 @@ def _prepare_database(url: str) -> None:
 
 def _announce(state_dir: str, url: str) -> None:
     """The socket already listens: connections queue until the workers accept them."""
-    from ..pilot.command import write_atomic
+    from ..core.files import write_atomic
 
     write_atomic(os.path.join(state_dir, "url"), url + "\n", 0o644)
 

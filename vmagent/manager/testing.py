@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import requests
 
+from ..client.manager import ManagerClient
 from ..process import run, stop_group
-from .client import ManagerClient
 
 
 class RunningManager:

@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from ..clock import Clock
 from ..config import Config
+from ..core.files import write_atomic
 from ..errors import InputRejected
-from ..pilot.command import write_atomic
 
 MACHINE_KEYS = ("total_cpu", "hs06", "shutdowntime", "grace_secs")
 JOB_KEYS = (

@@ -107,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from .. import config
     from ..clock import SystemClock
-    from ..pilot.instance import detect_instance_id
+    from ..core.instance import instance_id as detect_instance_id
     from .sampler import Sampler, heartbeat
 
     cfg = config.load(args.config)
@@ -125,7 +125,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _units(args: argparse.Namespace) -> int:
     from importlib import resources
 
-    from ..pilot.command import write_atomic
+    from ..core.files import write_atomic
 
     folder = resources.files("vmagent.monitor").joinpath("units")
     for name in UNITS:

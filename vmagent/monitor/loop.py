@@ -23,9 +23,10 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .. import mjf, plugins
 from ..clock import Clock, SystemClock
-from ..config import Config, host_path
-from ..pilot.command import write_atomic
-from ..pool_ce import state as pool_state
+from ..config import Config
+from ..core import drain as drain_request
+from ..core import layout, pool_view
+from ..core.files import write_atomic
 from . import sd_notify
 from .halt import stop_payloads
 from .instructions import Instruction
@@ -49,7 +50,7 @@ class Monitor:
         halt_action: Any = None,
         boot_time: Optional[float] = None,
     ) -> None:
-        from ..pilot.instance import detect_instance_id
+        from ..core.instance import instance_id as detect_instance_id
 
         self.config, self.settings = config, config.section("monitor")
         self.clock, self.rng = clock or SystemClock(), rng or random.Random()
@@ -164,7 +165,7 @@ class Monitor:
         """halting, draining (the drain file exists) or running."""
         if self.halting:
             return "halting"
-        if os.path.exists(pool_state.drain_path(self.config)):
+        if os.path.exists(layout.drain_request(self.config)):
             return "draining"
         return "running"
 
@@ -310,12 +311,7 @@ class Monitor:
 
     def drain(self, reason: str) -> None:
         """Ask the slot manager to start nothing new, and DIRAC pilots to stop matching jobs."""
-        for path in (
-            pool_state.drain_path(self.config),
-            host_path(self.config.root, "/var/lib/dirac_drain"),
-        ):
-            if not os.path.exists(path):
-                write_atomic(path, reason + "\n", 0o644)
+        drain_request.request(self.config, reason)
         log.warning("draining: %s", reason)
 
     # --- halting ----------------------------------------------------------------------------------
@@ -333,7 +329,7 @@ class Monitor:
         )
         sd_notify.notify(f"STATUS=halting: {decision.message}")
         self.drain(f"halting: {decision.reason}")
-        running = (pool_state.load(self.config) or {}).get("running", [])
+        running = (pool_view.load(self.config) or {}).get("running", [])
         if isinstance(running, list) and running:
             how = stop_payloads(
                 [e for e in running if isinstance(e, dict)],

@@ -16,7 +16,7 @@ import psutil
 
 from ..clock import Clock
 from ..config import Config
-from ..pool_ce import state as pool_state
+from ..core import pool_view
 
 MB = 2**20
 
@@ -37,7 +37,7 @@ class Sampler:
     def take(self) -> Dict[str, Any]:
         """Everything the monitor knows about the VM now."""
         now = self.clock.time()
-        pool = pool_state.load(self.config) or {}
+        pool = pool_view.load(self.config) or {}
         running = [e for e in pool.get("running", []) if isinstance(e, dict)]
         per_core = psutil.cpu_percent(interval=None, percpu=True)
         memory, swap = psutil.virtual_memory(), psutil.swap_memory()

@@ -88,7 +88,7 @@ def _print_actions(runner: Any) -> None:
 def _plan(args: argparse.Namespace) -> int:
     from .. import config
     from ..config import thaw
-    from .instance import detect_instance_id
+    from ..core.instance import instance_id as detect_instance_id
 
     loaded = config.load(args.config)
     print(f"# pilot plan from {loaded.source} for instance {detect_instance_id(loaded)}")

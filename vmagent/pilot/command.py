@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Optional, Sequence
 
 from .. import process
 from ..clock import Clock
 from ..config import Config, host_path
+from ..core.files import write_atomic
 from ..errors import CommandTimeout
 
 
@@ -115,22 +115,6 @@ class Context:
         if self.dry_run:
             return
         write_atomic(target, content, mode)
-
-
-def write_atomic(target: str, content: str, mode: int = 0o644) -> None:
-    """Write ``content`` to ``target`` via a temporary file and rename, so readers never see half."""
-    directory = os.path.dirname(target) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(content)
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def summary(command: Any) -> str:

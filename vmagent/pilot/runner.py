@@ -19,10 +19,11 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from .. import plugins
 from ..clock import Clock, SystemClock
 from ..config import CommandSpec, Config, thaw
+from ..core.files import write_atomic
+from ..core.instance import instance_id as detect_instance_id
 from ..errors import CommandFailed, CommandTimeout, NodeUnfit, VmagentError
 from . import status as status_mod
-from .command import Actions, Context, Result, write_atomic
-from .instance import detect_instance_id
+from .command import Actions, Context, Result
 
 log = logging.getLogger("vmagent.pilot")
 

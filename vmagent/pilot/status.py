@@ -7,7 +7,7 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
-from .command import write_atomic
+from ..core.files import write_atomic
 
 OUTCOMES = ("pending", "running", "ok", "skipped", "failed", "not-run")
 

@@ -43,12 +43,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from .. import config
+    from ..core import layout
     from . import state
 
     loaded = config.load(args.config)
     found, problems = state.read(loaded)
     for problem in problems:
-        print(f"{state.state_path(loaded)}: {problem}", file=sys.stderr)
+        print(f"{layout.pool_state(loaded)}: {problem}", file=sys.stderr)
     if found is None:
         print("no usable slot manager state" if problems else "no slot manager state yet")
         return 1
@@ -59,8 +60,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     from .. import config
+    from ..core.files import write_atomic
     from ..errors import InputRejected
-    from ..pilot.command import write_atomic
     from .sources import as_list, validated
 
     loaded = config.load(args.config)
@@ -81,10 +82,10 @@ def _submit(args: argparse.Namespace) -> int:
 
 def _drain(args: argparse.Namespace) -> int:
     from .. import config
-    from ..pilot.command import write_atomic
-    from . import state
+    from ..core import drain, layout
 
     loaded = config.load(args.config)
-    write_atomic(state.drain_path(loaded), "requested from the command line\n", 0o644)
-    print(f"drain requested ({state.drain_path(loaded)})")
+    made = drain.request(loaded, "requested from the command line", dirac=False)
+    already = "" if made else "already "
+    print(f"drain {already}requested ({layout.drain_request(loaded)})")
     return 0

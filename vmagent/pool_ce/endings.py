@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Set
 
 from .. import schemas
 from ..config import apply_defaults
+from ..core import layout
 from ..errors import VmagentError
 from . import executor, state
 from .allocator import AllocationError
@@ -224,7 +225,7 @@ class Endings:
                     "result of %s not reported: %s (kept in %s)",
                     result["id"],
                     exc.message,
-                    state.results_path(self.config),
+                    layout.pool_results(self.config),
                 )
             self.unreported.pop(0)
 
@@ -245,7 +246,7 @@ class Endings:
             kept = state.set_aside(self.config, self.clock.time())
             log.error(
                 "%s: %s; %s; running payloads are recovered from pid files and work directories",
-                state.state_path(self.config),
+                layout.pool_state(self.config),
                 "; ".join(problems),
                 f"kept as {kept}" if kept else "could not be kept aside",
             )
@@ -262,7 +263,7 @@ class Endings:
 
     def _recover_from_disk(self) -> None:
         recorded = state.recorded_ids(self.config)
-        started = _names(state.pidfile_dir(self.config), ".json")
+        started = _names(layout.pool_payloads(self.config), ".json")
         for payload_id in started & recorded:
             state.remove_pidfile(self.config, payload_id)  # recorded, then stopped before tidying
         found = (started | _names(os.path.join(self.scratch, "payloads"), "")) - recorded

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from typing import Any, Dict, Optional
 
+from ..core import layout
 from ..errors import CommandFailed
 from ..pilot.command import Context, Result
 from . import state
@@ -48,7 +49,7 @@ class Launch:
             )
             if ready is None:
                 raise CommandFailed(
-                    f"{unit} did not report ready in {state.state_path(ctx.config)}",
+                    f"{unit} did not report ready in {layout.pool_state(ctx.config)}",
                     hint=f"see journalctl -u {unit}",
                 )
             return Result(
@@ -84,7 +85,7 @@ class Launch:
             with open(os.path.join(log_dir, "pool.log"), encoding="utf-8", errors="replace") as fh:
                 last = (fh.read().strip().splitlines() or [""])[-1]
             raise CommandFailed(
-                f"slot manager did not report ready in {state.state_path(ctx.config)}"
+                f"slot manager did not report ready in {layout.pool_state(ctx.config)}"
                 + (f" (exited with {code}: {last})" if code is not None else ""),
                 hint=f"see {os.path.join(log_dir, 'pool.log')}",
             )

@@ -21,6 +21,7 @@ import psutil
 from .. import mjf, plugins
 from ..clock import Clock, SystemClock
 from ..config import Config, host_path
+from ..core import layout
 from ..errors import CommandFailed, VmagentError
 from . import cgroups, executor, jobfeatures, state
 from .allocator import Allocator
@@ -145,14 +146,14 @@ class SlotManager(Endings):
             self.flush_results()
         changed = self.reap()
         changed |= self.enforce_limits()
-        if os.path.exists(state.drain_path(self.config)) and not self.allocator.draining:
+        if os.path.exists(layout.drain_request(self.config)) and not self.allocator.draining:
             log.info(
                 "drain requested: starting nothing new, %d payloads still running",
                 len(self.running),
             )
             self.allocator.drain()
             if self.mode == "pilots":  # DIRAC pilots check this file every JobAgent cycle
-                from ..pilot.command import write_atomic
+                from ..core.files import write_atomic
 
                 write_atomic(host_path(self.config.root, "/var/lib/dirac_drain"), "drain\n", 0o644)
             changed = True

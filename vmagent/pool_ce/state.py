@@ -16,10 +16,11 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .. import schemas
 from ..config import Config, apply_defaults
+from ..core import layout, pool_view
+from ..core.files import write_atomic
 from ..errors import VmagentError
-from ..pilot.command import write_atomic
 
-VERSION = 1
+VERSION = pool_view.VERSION
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 NUMBER = {"type": "number"}
 MAYBE_NUMBER = {"type": ["number", "null"]}
@@ -61,25 +62,6 @@ RUNNING_SCHEMA = {
 }
 
 
-def state_path(config: Config) -> str:
-    return os.path.join(config.path("paths.state_dir"), "pool", "state.json")
-
-
-def drain_path(config: Config) -> str:
-    """Exists while a drain is requested; its content is the reason."""
-    return os.path.join(config.path("paths.run_dir"), "drain")
-
-
-def results_path(config: Config) -> str:
-    """Every payload result, one JSON object a line, kept beside the state."""
-    return os.path.join(config.path("paths.state_dir"), "pool", "results.jsonl")
-
-
-def pidfile_dir(config: Config) -> str:
-    """One ``<id>.json`` per payload started and not yet recorded (out of the payloads' reach)."""
-    return os.path.join(config.path("paths.state_dir"), "pool", "payloads")
-
-
 def disk_full(exc: OSError) -> bool:
     return exc.errno in DISK_FULL
 
@@ -87,33 +69,9 @@ def disk_full(exc: OSError) -> bool:
 # --- reading and checking ---------------------------------------------------------------------------
 
 
-def load(config: Config) -> Optional[Dict[str, Any]]:
-    """The state document as written, for readers (monitor, demo, status) that take what they need
-    with care; None when missing or unusable. Light on purpose: the long-lived monitor calls it and
-    never loads jsonschema. The slot manager itself trusts only what ``read`` checked."""
-    return _document(config)[0]
-
-
-def _document(config: Config) -> Tuple[Optional[Dict[str, Any]], List[str]]:
-    try:
-        with open(state_path(config), encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        return None, []
-    except (OSError, ValueError) as exc:
-        return None, [f"(top): not readable as JSON: {exc}"]
-    if not isinstance(data, dict):
-        return None, [f"(top): a {type(data).__name__}, not an object"]
-    if data.get("version") != VERSION:
-        return None, [
-            f"version: {data.get('version')!r}, this slot manager reads version {VERSION}"
-        ]
-    return data, []
-
-
 def read(config: Config) -> Tuple[Optional[Dict[str, Any]], List[str]]:
     """(valid part or None, problems as ``path: message``); a missing file is (None, [])."""
-    data, problems = _document(config)
+    data, problems = pool_view.document(config)
     if data is None:
         return None, problems
     data["running"] = _valid_items(data.get("running", []), "running", _running_problems, problems)
@@ -178,7 +136,7 @@ def _valid_counts(counts: Any, problems: List[str]) -> Dict[str, int]:
 
 def set_aside(config: Config, now: float) -> Optional[str]:
     """Rename the state file to ``state.json.bad-<UTC time>`` for the operator; None if that failed."""
-    source = state_path(config)
+    source = layout.pool_state(config)
     target = f"{source}.bad-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}"
     try:
         os.replace(source, target)
@@ -192,11 +150,11 @@ def set_aside(config: Config, now: float) -> Optional[str]:
 
 def save(config: Config, state: Dict[str, Any]) -> None:
     state["version"] = VERSION
-    write_atomic(state_path(config), json.dumps(state, sort_keys=True, default=str), 0o644)
+    write_atomic(layout.pool_state(config), json.dumps(state, sort_keys=True, default=str), 0o644)
 
 
 def append_result(config: Config, result: Dict[str, Any]) -> None:
-    path = results_path(config)
+    path = layout.pool_results(config)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     line = json.dumps(result, sort_keys=True) + "\n"
     with open(path, "a", encoding="utf-8") as fh:
@@ -213,7 +171,7 @@ def recorded_ids(config: Config) -> Set[str]:
     """The ids of every result in ``results.jsonl`` (unreadable lines skipped)."""
     found = set()
     try:
-        with open(results_path(config), encoding="utf-8") as fh:
+        with open(layout.pool_results(config), encoding="utf-8") as fh:
             for line in fh:
                 try:
                     found.add(str(json.loads(line)["id"]))
@@ -227,7 +185,7 @@ def recorded_ids(config: Config) -> Set[str]:
 def write_pidfile(config: Config, entry: Dict[str, Any]) -> None:
     """Record a started payload (pid, pgid, start time, CPUs, cores, memory, payload) for recovery."""
     write_atomic(
-        os.path.join(pidfile_dir(config), f"{entry['id']}.json"),
+        os.path.join(layout.pool_payloads(config), f"{entry['id']}.json"),
         json.dumps(entry, default=str),
         0o644,
     )
@@ -236,7 +194,9 @@ def write_pidfile(config: Config, entry: Dict[str, Any]) -> None:
 def read_pidfile(config: Config, payload_id: str) -> Optional[Dict[str, Any]]:
     """A payload's pid file if it exists and is a valid running entry, else None."""
     try:
-        with open(os.path.join(pidfile_dir(config), f"{payload_id}.json"), encoding="utf-8") as fh:
+        with open(
+            os.path.join(layout.pool_payloads(config), f"{payload_id}.json"), encoding="utf-8"
+        ) as fh:
             entry = json.load(fh)
     except (OSError, ValueError):
         return None
@@ -248,7 +208,7 @@ def read_pidfile(config: Config, payload_id: str) -> Optional[Dict[str, Any]]:
 
 def remove_pidfile(config: Config, payload_id: str) -> None:
     try:
-        os.unlink(os.path.join(pidfile_dir(config), f"{payload_id}.json"))
+        os.unlink(os.path.join(layout.pool_payloads(config), f"{payload_id}.json"))
     except FileNotFoundError:
         pass
 
@@ -258,7 +218,7 @@ def remove_pidfile(config: Config, payload_id: str) -> None:
 
 def lock(config: Config) -> int:
     """Take ``<state_dir>/pool/lock`` for this process's life (its pid inside); raise if another holds it."""
-    path = os.path.join(config.path("paths.state_dir"), "pool", "lock")
+    path = layout.pool_lock(config)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -286,7 +246,7 @@ def wait_ready(
     """The state written by a slot manager started after ``since``; None after ``timeout`` s or its exit."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (proc is None or proc.poll() is None):
-        found = load(config)
+        found = pool_view.load(config)
         if found and float(found.get("updated", 0)) >= since:
             return found
         time.sleep(0.1)

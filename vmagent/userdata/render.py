@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from importlib import resources
@@ -24,6 +23,7 @@ import yaml
 
 from .. import config as vm_config
 from ..config import apply_defaults, validation_problems
+from ..core.files import write_atomic
 from ..errors import ConfigError, UsageError
 
 LIMITS = {
@@ -236,20 +236,8 @@ def vacuum_substitute(text: str, options: Dict[str, str]) -> str:
 
 
 def write(data: bytes, out: Optional[str]) -> None:
-    """``data`` to stdout, or to file ``out``: made 0600 beside it, then renamed over it (never readable by others)."""
+    """``data`` to stdout, or to file ``out``: 0600, flushed to disk, renamed over it (never readable by others)."""
     if not out:
         sys.stdout.buffer.write(data)
         return
-    fd, temporary = tempfile.mkstemp(
-        dir=os.path.dirname(os.path.abspath(out)), prefix=f".{os.path.basename(out)}."
-    )  # O_EXCL, mode 0600
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temporary, out)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_atomic(out, data, 0o600, durable=True)

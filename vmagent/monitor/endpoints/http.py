@@ -3,7 +3,7 @@
 The connection comes from the ``manager`` section: this VM's own bearer token (from
 ``<state_dir>/manager.json``), TLS verified against ``manager.ca_file``, and a client certificate
 when ``manager.cert_file`` is set. A VM without a stored credential registers once through
-``vmagent.manager.client.vm_credentials`` in a short child process (under its lock, so the slot
+``vmagent.client.manager.vm_credentials`` in a short child process (under its lock, so the slot
 manager and the monitor never both register), which keeps ``requests`` out of the long-lived
 monitor. The answer is untrusted: a heartbeat period outside sane bounds is ignored and the
 instructions go back to the monitor for validation.
@@ -16,9 +16,10 @@ import logging
 import sys
 from typing import Any, Dict, List, Mapping, Optional
 
+from ...client.credentials import read_stored, segment
 from ...config import Config
+from ...core.layout import manager_credentials, vm_path
 from ...errors import ConfigError, ManagerRefused, ManagerUnavailable
-from ...manager.vm_side import CREDENTIALS_FILE, read_stored, segment, state_file, vm_path
 from .session import JsonSession
 
 log = logging.getLogger("vmagent.monitor")
@@ -28,7 +29,7 @@ REGISTER = """
 import json, sys
 from vmagent.config import from_dict
 from vmagent.errors import ManagerRefused, VmagentError
-from vmagent.manager.client import vm_credentials
+from vmagent.client.manager import vm_credentials
 try:
     vm_credentials(from_dict(json.load(sys.stdin), source=sys.argv[1]))
 except ManagerRefused as exc:
@@ -65,7 +66,7 @@ class HttpEndpoint:
                 hint="set manager.url, e.g. https://manager.example.org:8443",
             )
         self.follow_period = bool(options.get("follow_period", True))
-        self.credentials = state_file(config, CREDENTIALS_FILE)
+        self.credentials = manager_credentials(config)
         self.vm_id: Optional[str] = None
         self.session: Optional[JsonSession] = None
         self.period: Optional[float] = None

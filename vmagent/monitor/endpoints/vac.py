@@ -13,8 +13,8 @@ import os
 from typing import Any, Dict, List, Mapping, Optional
 
 from ...config import Config, host_path
+from ...core.files import write_atomic
 from ...errors import ManagerRefused, ManagerUnavailable
-from ...pilot.command import write_atomic
 from .session import HttpSession
 
 

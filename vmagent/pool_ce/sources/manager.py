@@ -26,7 +26,7 @@ class ManagerSource:
     name = "manager"
 
     def __init__(self, config: Config) -> None:
-        from ...manager.client import ManagerClient, vm_credentials
+        from ...client.manager import ManagerClient, vm_credentials
 
         self.config = config
         self.vm_id, _ = vm_credentials(config)

@@ -21,8 +21,8 @@ import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...config import Config
+from ...core.files import write_atomic
 from ...errors import CommandFailed, InputRejected
-from ...pilot.command import write_atomic
 from . import validated
 
 log = logging.getLogger("vmagent.pool")

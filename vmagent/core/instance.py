@@ -1,4 +1,7 @@
-"""Which cloud instance this is: the key for once-per-instance commands."""
+"""Which cloud instance this is: the key for once-per-instance commands, cgroups and names.
+
+Every subsystem asks here; there is no second way to work it out.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ SOURCES = ("/var/lib/cloud/data/instance-id", "/etc/machine-id")
 VALID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
-def detect_instance_id(config: Config) -> str:
+def instance_id(config: Config) -> str:
     """``instance.id`` from config, else cloud-init's instance id, else the machine id, else the host name."""
     configured = config.section("instance")["id"]
     if configured:

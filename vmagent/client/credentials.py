@@ -1,25 +1,17 @@
-"""What the VM's two manager clients share: this VM's stored credential, paths inside the VM, URLs.
+"""What the VM's two manager clients share: this VM's stored credential and URL segments.
 
 The operators' and slot manager's ``ManagerClient`` (on ``requests``) and the long-lived monitor's
 ``JsonSession`` (on ``http.client``, vmagent.monitor.endpoints.session) both use these; nothing here
-imports ``requests``.
+imports ``requests``. Where the credential lives is vmagent.core.layout's.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Dict, Optional
 from urllib.parse import quote
 
 from ..errors import ConfigError
-
-CREDENTIALS_FILE = "manager.json"  # docs/contracts.md: <state_dir>/manager.json, mode 0600
-LOCK_FILE = "manager.lock"
-
-
-def state_file(config: Any, name: str) -> str:
-    return os.path.join(config.path("paths.state_dir"), name)
 
 
 def read_stored(path: str) -> Optional[Dict[str, Any]]:
@@ -40,13 +32,6 @@ def read_stored(path: str) -> Optional[Dict[str, Any]]:
             path, [("", "must hold vm_id and token")], hint="delete the file to register again"
         )
     return doc
-
-
-def vm_path(config: Any, path: str) -> str:
-    """``path`` as configured for inside the VM, below the configuration's root when absolute."""
-    from ..config import host_path
-
-    return host_path(config.root, path) if os.path.isabs(path) else path
 
 
 def segment(value: str) -> str:

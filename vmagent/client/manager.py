@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 import requests
 
 from .. import __version__
+from ..core.layout import manager_credentials, manager_lock, vm_path
 from ..errors import ConfigError, ManagerRefused, ManagerUnavailable
-from .vm_side import CREDENTIALS_FILE, LOCK_FILE, read_stored, segment, state_file, vm_path
+from .credentials import read_stored, segment
 
 API = "/api/v1"
 
@@ -65,7 +66,7 @@ class ManagerClient:
                 hint="set manager.url, e.g. https://manager.example.org:8443",
             )
         if token is None:
-            stored = read_stored(state_file(config, CREDENTIALS_FILE))
+            stored = read_stored(manager_credentials(config))
             token = stored["token"] if stored else _read_token_file(config)
         cert: Cert = None
         if section["cert_file"]:
@@ -215,12 +216,12 @@ def vm_credentials(config: Any, client: Optional[ManagerClient] = None) -> Tuple
     An exclusive ``fcntl`` lock on ``<state_dir>/manager.lock`` makes sure that the monitor and the
     slot manager, starting together, never both spend the single-use enrolment token.
     """
-    target = state_file(config, CREDENTIALS_FILE)
+    target = manager_credentials(config)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     stored = read_stored(target)
     if stored:
         return stored["vm_id"], stored["token"]
-    with open(state_file(config, LOCK_FILE), "a") as lock:
+    with open(manager_lock(config), "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
             stored = read_stored(target)  # the other process may have registered meanwhile
@@ -238,7 +239,7 @@ def vm_credentials(config: Any, client: Optional[ManagerClient] = None) -> Tuple
 
 def registration(config: Any, url: str) -> Dict[str, Any]:
     """What this VM tells the manager about itself when it registers."""
-    from ..pilot.instance import detect_instance_id
+    from ..core.instance import instance_id as detect_instance_id
 
     instance = config.section("instance")
     body: Dict[str, Any] = {
@@ -257,7 +258,7 @@ def registration(config: Any, url: str) -> Dict[str, Any]:
 
 
 def _store(target: str, url: str, answer: Mapping[str, Any]) -> None:
-    from ..pilot.command import write_atomic
+    from ..core.files import write_atomic
 
     if not answer.get("vm_id") or not answer.get("token"):
         raise ManagerUnavailable(f"{url}: registration answer lacks vm_id or token")
