@@ -117,6 +117,12 @@ class CommandTimeout(CommandFailed):
     code = "timeout"
 
 
+class PipelineFailed(CommandFailed):
+    """The pilot pipeline stopped at a command whose ``on_failure`` is ``abort``."""
+
+    code = "pipeline-failed"
+
+
 class NodeUnfit(CommandFailed):
     """The node fails a check; carries a vacuum outcome code (HSF-TN-2016-04), 500 by default."""
 
@@ -130,6 +136,18 @@ class NodeUnfit(CommandFailed):
         out = super().as_dict()
         out["vacuum_code"] = self.vacuum_code
         return out
+
+
+class AllocationError(VmagentError):
+    """An allocation that would over-book the VM, or a release of something never held."""
+
+    code = "allocation-error"
+
+
+class CgroupUnavailable(VmagentError):
+    """cgroup v2 memory limits cannot be used here; the message says why."""
+
+    code = "cgroup-unavailable"
 
 
 class InputRejected(VmagentError):

@@ -10,7 +10,8 @@ import time
 import psutil
 import pytest
 
-from vmagent.pilot.runner import PipelineFailed, Runner
+from vmagent.errors import PipelineFailed
+from vmagent.pilot.runner import Runner
 from vmagent.testing import make_config
 
 PY = sys.executable

@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _write(args: argparse.Namespace) -> int:
     from .. import config
     from ..clock import SystemClock
-    from ..pilot.command import Actions, Context
+    from ..pilot import Actions, Context
     from .command import SetupMjf
 
     overrides = {"paths.root": args.root} if args.root else None

@@ -9,7 +9,7 @@ from typing import Any, Dict
 import psutil
 
 from ..errors import CommandFailed, InputRejected
-from ..pilot.command import Context, Result
+from ..pilot import Context, Result
 from .features import machine_dir, read_features, write_features
 
 

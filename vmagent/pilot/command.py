@@ -4,6 +4,9 @@ A command is a small class with a ``name``, a JSON Schema for its ``options`` an
 It returns facts (a mapping, or a ``Result`` to also export environment or to report a skip) and
 raises a ``CommandFailed`` subclass to stop. Every side effect goes through the context, so that
 ``--dry-run`` lists it instead of doing it.
+
+Time is the command's deadline (``Context.deadline`` on ``Context.clock``): every child process
+started through ``Context.run`` gets only the time left, so that it is stopped at the deadline.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, Iterator, List, Mapping, Optional, Sequence
 
 from .. import process
 from ..clock import Clock
@@ -44,6 +49,34 @@ class Actions:
         )
 
 
+class Children:
+    """How many child processes a command has running now, as the runner sees it from outside.
+
+    At the deadline the runner waits for a command that is inside ``Context.run`` until
+    ``process.run`` has stopped the child's process group, instead of leaving it behind.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return self._running
+
+    @contextmanager
+    def one(self) -> Iterator[None]:
+        """Count one child process for as long as the block runs."""
+        with self._lock:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+
+
 @dataclass(frozen=True)
 class Context:
     """Everything a command may use. Immutable: a command returns facts instead of writing here."""
@@ -58,6 +91,7 @@ class Context:
     actions: Actions
     step: str
     log: logging.Logger = logging.getLogger("vmagent.pilot")
+    children: Children = field(default_factory=Children)
 
     @property
     def dry_run(self) -> bool:
@@ -102,9 +136,10 @@ class Context:
         self.actions.record(self.step, "run", shown, executed=True)
         limit = self.remaining() if timeout is None else min(timeout, self.remaining())
         self.log.debug("%s: running %s", self.step, shown)
-        return process.run(
-            argv, timeout=limit, env=self.child_env(env), cwd=cwd, input=input, check=check
-        )
+        with self.children.one():
+            return process.run(
+                argv, timeout=limit, env=self.child_env(env), cwd=cwd, input=input, check=check
+            )
 
     def write_file(self, path: str, content: str, mode: int = 0o644) -> None:
         """Write ``path`` (a VM path) atomically with ``mode``; recorded only in dry-run mode."""

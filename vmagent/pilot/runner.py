@@ -2,6 +2,8 @@
 
 Each command gets a fresh, immutable ``Context`` holding the facts and environment of the commands
 before it. The runner writes the status file after every step, so even a crash leaves a record.
+A command runs in a worker thread that the runner waits for until its deadline (``worker``); no
+signal handler interrupts it. A command still running at its deadline is not tried again.
 """
 
 from __future__ import annotations
@@ -9,29 +11,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import threading
 import traceback
-from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .. import plugins
 from ..clock import Clock, SystemClock
 from ..config import CommandSpec, Config, thaw
 from ..core.files import write_atomic
 from ..core.instance import instance_id as detect_instance_id
-from ..errors import CommandFailed, CommandTimeout, NodeUnfit, VmagentError
+from ..errors import CommandFailed, CommandTimeout, NodeUnfit, PipelineFailed, VmagentError
 from . import status as status_mod
 from .command import Actions, Context, Result
+from .worker import Worker
 
 log = logging.getLogger("vmagent.pilot")
 
-
-class PipelineFailed(CommandFailed):
-    """The pipeline stopped at a command whose ``on_failure`` is ``abort``."""
-
-    code = "pipeline-failed"
+__all__ = ["PipelineFailed", "Runner", "load_commands"]  # PipelineFailed lives in vmagent.errors
 
 
 def load_commands(config: Config) -> List[Tuple[CommandSpec, Any]]:
@@ -62,6 +58,7 @@ class Runner:
         )
         self.facts: Dict[str, Any] = {"instance_id": self.instance_id}
         self.env: Dict[str, str] = {"VMAGENT_INSTANCE_ID": self.instance_id}
+        self.abandoned: List[Worker] = []  # commands still running past their deadline
 
     def run(self) -> status_mod.RunStatus:
         commands = load_commands(self.config)
@@ -120,9 +117,12 @@ class Runner:
                     "%s: attempt %d failed (%s); retrying in %g s", label, attempt, error, delay
                 )
                 self.clock.sleep(delay)
+            still_running = len(self.abandoned)
             result, error = self._attempt(spec, command)
             if error is None or self.actions.dry_run or isinstance(error, NodeUnfit):
                 break  # a dry run or an unfit node does not get better by trying again
+            if len(self.abandoned) > still_running:
+                break  # never two attempts of one command at once
         step.duration = round(self.clock.monotonic() - started, 3)
         if error is not None:
             step.outcome, step.error = "failed", error.as_dict()
@@ -176,9 +176,16 @@ class Runner:
             actions=self.actions,
             step=spec.name,
         )
+        worker = Worker(spec.name, lambda: command.run(ctx))
+        if not worker.finished(ctx.deadline - self.clock.monotonic(), ctx.children):
+            self.abandoned.append(worker)
+            log.warning("%s: still running past its deadline; left to end on its own", spec.name)
+            return None, CommandTimeout(
+                f"{spec.name} did not finish within {spec.timeout:g} s",
+                hint="raise its timeout in the config or check what it waits for",
+            )
         try:
-            with _alarm(spec.timeout, spec.name):
-                returned = command.run(ctx)
+            returned = worker.outcome()
         except VmagentError as exc:
             return None, exc
         except Exception as exc:  # noqa: BLE001 - a crashing plugin is a failed step, not a dead runner
@@ -224,28 +231,6 @@ class Runner:
     def _save(self) -> None:
         if not self.actions.dry_run:
             self.status.save(self.status_file)
-
-
-@contextmanager
-def _alarm(seconds: float, name: str) -> Iterator[None]:
-    """Raise ``CommandTimeout`` in the main thread after ``seconds``; a no-op elsewhere."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise CommandTimeout(
-            f"{name} did not finish within {seconds:g} s",
-            hint="raise its timeout in the config or check what it waits for",
-        )
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _read_json(path: str) -> Dict[str, Any]:

@@ -9,12 +9,10 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from ..core.files import write_atomic
 
-OUTCOMES = ("pending", "running", "ok", "skipped", "failed", "not-run")
-
 
 @dataclass
 class StepStatus:
-    """One command's record: outcome, timing, attempts, facts and the error if any."""
+    """One command's record: outcome (pending, running, ok, skipped, failed, not-run), timing, attempts, facts, error."""
 
     name: str
     outcome: str = "pending"

@@ -228,13 +228,6 @@ def _read(site: Dict[str, Any], path: str) -> str:
         raise ConfigError(full, [("", f"cannot read: {exc.strerror}")]) from None
 
 
-def vacuum_substitute(text: str, options: Dict[str, str]) -> str:
-    """Vacuum-platform style: ``##user_data_option_X##`` and friends replaced; unknown patterns blanked."""
-    import re
-
-    return re.sub(r"##(user_data_[a-z0-9_]+)##", lambda m: options.get(m.group(1), ""), text)
-
-
 def write(data: bytes, out: Optional[str]) -> None:
     """``data`` to stdout, or to file ``out``: 0600, flushed to disk, renamed over it (never readable by others)."""
     if not out:
