@@ -175,7 +175,7 @@ def simulate(
                 for i, (j, s, e) in running.items()
             ),
             tuple(
-                WaitingPayload(j.id, j.cores, j.cores * 2000, estimate(j), q, j.kind, spread(j))
+                WaitingPayload(j.id, j.cores, j.cores * 2000, estimate(j), j.kind, spread(j))
                 for j, q in window.values()
             ),
         )

@@ -85,7 +85,7 @@ def view(waiting, running=(), free=4, total=4, shutdown=None, now=0.0):
 
 
 def wait(pid, cores, runtime, memory=0):
-    return WaitingPayload(pid, cores, memory, runtime, 0.0)
+    return WaitingPayload(pid, cores, memory, runtime)
 
 
 def test_backfill_reserves_for_whole_node_payload():
@@ -122,10 +122,10 @@ def test_near_shutdown_likeliest_to_finish_first():
     """Near the shutdown, payloads sure to finish go in priority order, then the likeliest of the rest."""
     spread = tuple(float(s) for s in range(100, 1100, 100))  # 100 s .. 1000 s, ten samples
     waiting = [
-        WaitingPayload("unlikely", 1, 0, 500, 0.0, "k", tuple(s * 3 for s in spread)),  # 1 in 10
-        WaitingPayload("even", 1, 0, 500, 0.0, "k", tuple(s * 1.2 for s in spread)),  # 4 in 10
-        WaitingPayload("sure", 1, 0, 100, 0.0, "k", tuple(s / 2 for s in spread)),  # all
-        WaitingPayload("likely", 1, 0, 300, 0.0, "k", tuple(s * 0.8 for s in spread)),
+        WaitingPayload("unlikely", 1, 0, 500, "k", tuple(s * 3 for s in spread)),  # 1 in 10
+        WaitingPayload("even", 1, 0, 500, "k", tuple(s * 1.2 for s in spread)),  # 4 in 10
+        WaitingPayload("sure", 1, 0, 100, "k", tuple(s / 2 for s in spread)),  # all
+        WaitingPayload("likely", 1, 0, 300, "k", tuple(s * 0.8 for s in spread)),
     ]  # 6 in 10
     policy = Backfill(confident=0.9, hopeful=0.3)
     decided = policy.decide(view(waiting, free=4, shutdown=500.0))

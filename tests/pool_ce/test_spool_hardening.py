@@ -301,7 +301,7 @@ def test_unmovable_entry_logged_once_and_left_alone(tmp_path, caplog):
     put(root / "incoming/ok.json", good("ok"), time.time())
     with caplog.at_level(logging.WARNING, logger="vmagent.pool"):
         for _ in range(3):
-            assert [p["id"] for p in spooled.offer(CAPACITY)] == ["ok"]
+            assert [o.id for o in spooled.offer(CAPACITY)] == ["ok"]
     assert sum("bad.json" in r.getMessage() for r in caplog.records) == 1, caplog.text
 
 

@@ -12,6 +12,7 @@ import time
 import yaml
 
 from vmagent import config as vmconfig
+from vmagent import process
 from vmagent.pool_ce import cgroups, executor, state
 
 # waits until the file named by argv[1] exists, then records when and where it ran
@@ -243,7 +244,7 @@ def test_payload_process_found_through_its_group_members(tmp_path):
         assert members == [child.pid]
         found = executor.process_in(str(tmp_path), members)
         assert found is not None and found["pid"] == found["pgid"] == child.pid, found
-        assert executor.alive(found["pid"], found["create_time"])
+        assert process.same_process(found["pid"], found["create_time"])
         assert cgroups.PayloadGroups(str(tmp_path / "base")).members("none") is None
     finally:
         os.killpg(child.pid, signal.SIGKILL)

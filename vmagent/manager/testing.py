@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import requests
 
 from ..client.manager import ManagerClient
-from ..process import run, stop_group
+from ..process import run, stop_child
 
 
 class RunningManager:
@@ -46,7 +46,7 @@ class RunningManager:
 
     def stop(self) -> None:
         """SIGTERM, grace, SIGKILL: a clean shutdown."""
-        stop_group(self.proc, grace=10.0)
+        stop_child(self.proc, grace=10.0)
 
     def kill(self) -> None:
         """SIGKILL the whole process group at once: a crash."""
@@ -108,7 +108,7 @@ def start_manager(
             except requests.RequestException:
                 pass
         time.sleep(0.1)
-    stop_group(proc)
+    stop_child(proc)
     raise RuntimeError(f"manager did not answer within {timeout} s:\n{_read(log_path)[-3000:]}")
 
 

@@ -152,24 +152,6 @@ def exit_code_file(workdir: str) -> Optional[int]:
         return None
 
 
-def create_time(pid: int) -> Optional[float]:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
-def alive(pid: int, create_time: Optional[float]) -> bool:
-    """PID-reuse safe: the same pid with the same start time, and not a zombie."""
-    try:
-        proc = psutil.Process(pid)
-        if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
-            return False
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def process_in(workdir: str, pids: Optional[Iterable[int]] = None) -> Optional[Dict[str, Any]]:
     """The live process of the payload that runs in ``workdir`` (pid, pgid, create_time), or None.
 
@@ -219,13 +201,6 @@ def _leads_session(pid: int) -> bool:
         return os.getsid(pid) == pid
     except OSError:
         return False
-
-
-def signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def check_accounts(config: Config) -> None:

@@ -45,7 +45,7 @@ class Launch:
             if ctx.dry_run:
                 return Result(facts={})
             ready = state.wait_ready(
-                ctx.config, since, ctx.config.section("slots")["launch_timeout"]
+                ctx.config, since, ctx.config.section("slots")["launch_timeout"], ctx.clock
             )
             if ready is None:
                 raise CommandFailed(
@@ -78,7 +78,7 @@ class Launch:
                 close_fds=True,
             )
         ready = state.wait_ready(
-            ctx.config, since, ctx.config.section("slots")["launch_timeout"], proc
+            ctx.config, since, ctx.config.section("slots")["launch_timeout"], ctx.clock, proc
         )
         if ready is None:
             code = proc.poll()

@@ -42,7 +42,6 @@ class WaitingPayload:
     cores: int
     memory_mb: int
     estimated_runtime: float
-    queued_at: float
     kind: str = ""
     runtime_spread: Tuple[float, ...] = ()
 

@@ -15,6 +15,7 @@ import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .. import schemas
+from ..clock import Clock
 from ..config import Config, apply_defaults
 from ..core import layout, pool_view
 from ..core.files import write_atomic
@@ -58,6 +59,7 @@ RUNNING_SCHEMA = {
         "stopped_because": {"type": ["string", "null"]},
         "spawn_rss": {"type": ["integer", "null"]},
         "cpus_unknown": {"type": "boolean"},
+        "state": {"enum": ["starting", "running", "stopping", "ended"]},
     },
 }
 
@@ -75,7 +77,9 @@ def read(config: Config) -> Tuple[Optional[Dict[str, Any]], List[str]]:
     if data is None:
         return None, problems
     data["running"] = _valid_items(data.get("running", []), "running", _running_problems, problems)
-    data["held"] = _valid_items(data.get("held", []), "held", _payload_problems, problems)
+    held = _valid_items(data.get("held", []), "held", _payload_problems, problems)
+    # keys of the source's own rode inside payloads before version 1 had held_users: not payload keys
+    data["held"] = [{k: v for k, v in p.items() if not str(k).startswith("_")} for p in held]
     for payload in data["held"] + [entry["payload"] for entry in data["running"]]:
         apply_defaults(schemas.get("payload"), payload)
     data["counts"] = _valid_counts(data.get("counts", {}), problems)
@@ -115,9 +119,7 @@ def _running_problems(entry: Any) -> List[Tuple[str, str]]:
 def _payload_problems(payload: Any) -> List[Tuple[str, str]]:
     if not isinstance(payload, dict):
         return [("", f"a {type(payload).__name__}, not an object")]
-    public = {
-        k: v for k, v in payload.items() if not str(k).startswith("_")
-    }  # _: the source's own keys
+    public = {k: v for k, v in payload.items() if not str(k).startswith("_")}  # see read
     return list(schemas.problems("payload", public))
 
 
@@ -241,13 +243,13 @@ def lock(config: Config) -> int:
 
 
 def wait_ready(
-    config: Config, since: float, timeout: float, proc: Any = None
+    config: Config, since: float, timeout: float, clock: Clock, proc: Any = None
 ) -> Optional[Dict[str, Any]]:
     """The state written by a slot manager started after ``since``; None after ``timeout`` s or its exit."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+    deadline = clock.monotonic() + timeout
+    while clock.monotonic() < deadline and (proc is None or proc.poll() is None):
         found = pool_view.load(config)
         if found and float(found.get("updated", 0)) >= since:
             return found
-        time.sleep(0.1)
+        clock.sleep(0.1)
     return None

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from ...config import Config
 from ...errors import InputRejected, ManagerRefused, ManagerUnavailable
-from . import validated
+from . import Offer, validated
 
 log = logging.getLogger("vmagent.pool")
 WINDOW = 64  # payloads peeked at once: the manager's own limit per claim
@@ -40,7 +40,7 @@ class ManagerSource:
         """True when what ``offer`` answers is already leased to this VM (no peeking)."""
         return not self.peeking
 
-    def offer(self, capacity: Dict[str, Any]) -> List[Dict[str, Any]]:
+    def offer(self, capacity: Dict[str, Any]) -> List[Offer]:
         self._flush()
         if capacity["free_cores"] <= 0:
             return []
@@ -83,18 +83,19 @@ class ManagerSource:
             )
             self.peeking = False
             return self.offer(capacity)
-        offered = []
+        offered: List[Offer] = []
         for document in found:
             document = {
                 k: v for k, v in document.items() if k not in ("lease_expires_at", "attempt")
             }
             try:
-                offered.append(validated(document, "manager claim"))
+                offered.append(Offer(validated(document, "manager claim")))
             except InputRejected as exc:
                 self._refuse(document, exc)
         return offered
 
-    def claim(self, payload: Dict[str, Any]) -> bool:
+    def claim(self, offer: Offer) -> bool:
+        payload = offer.payload
         if not self.peeking:
             return True  # the manager leased it to this VM when it offered it
         cores = self.total_cores if payload["whole_node"] else payload["cores"]

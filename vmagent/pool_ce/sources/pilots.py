@@ -1,22 +1,41 @@
-"""``pilots``: N supervised pilot processes instead of payloads from a queue.
+"""``pilots``: N supervised pilot processes instead of payloads from a queue (``slots.mode: pilots``).
 
 Each slot runs the configured pilot program (e.g. DIRAC's pilot) with its own core count. A pilot
 that exits with a "no more work" code retires its slot; one that fails is restarted after a
 backoff that doubles per failure in a row; when pilots keep dying faster than ``min_lifetime_seconds``
 the node is reported as a black hole and no more pilots start. Every finished pilot leaves a vacuum
 code (HSF-TN-2016-04) in the slot manager's state: 200 work done (the slot starts a new pilot),
-300 no more work, 700 failed.
+300 no more work, 700 failed. A drain also tells DIRAC pilots (``/var/lib/dirac_drain``).
+
+Time comes from the slot manager: ``capacity["now"]`` and each result's start and finish.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any, Dict, List
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
 from ...config import Config
+from ...core import layout
+from ...core.files import write_atomic
+from ...errors import ConfigError
+from . import Offer
 
 log = logging.getLogger("vmagent.pool")
+
+
+@dataclass
+class PilotSlot:
+    """One pilot slot: how many pilots it ran, its failures in a row, when it may start again."""
+
+    number: int
+    runs: int = 0
+    failures: int = 0
+    not_before: float = 0.0
+    retired: bool = False
+    busy: bool = False
 
 
 class PilotsSource:
@@ -24,113 +43,109 @@ class PilotsSource:
 
     name = "pilots"
 
-    def __init__(self, config: Config, clock: Any = None) -> None:
+    def __init__(self, config: Config) -> None:
+        self.config = config
         settings = config.section("slots")
         self.pilot = settings["pilot"]
         if not self.pilot["argv"]:
-            from ...errors import ConfigError
-
             raise ConfigError(
-                config.source, [("slots.pilot.argv", "is empty but slots.mode is pilots")]
+                config.source, [("slots.pilot.argv", "is empty but the source is pilots")]
             )
-        cores = settings["cores"]
-        import os
-
-        total = cores or len(os.sched_getaffinity(0))
+        total = settings["cores"] or len(os.sched_getaffinity(0))
         self.count = self.pilot["count"] or max(1, total // self.pilot["cores_per_pilot"])
-        self.clock = clock
-        self.slots: Dict[int, Dict[str, Any]] = {
-            i: {"retired": False, "failures": 0, "not_before": 0.0, "started": None, "runs": 0}
-            for i in range(self.count)
-        }
-        self.running: Dict[str, int] = {}
+        self.slots = [PilotSlot(i) for i in range(self.count)]
+        self.running: Dict[str, PilotSlot] = {}
         self.fast_failures = 0
         self.black_hole = False
         self.vacuum_codes: List[int] = []
 
-    def _now(self) -> float:
-        return self.clock.time() if self.clock else time.time()
-
-    def offer(self, capacity: Dict[str, Any]) -> List[Dict[str, Any]]:
+    def offer(self, capacity: Dict[str, Any]) -> List[Offer]:
         if self.black_hole:
             return []
-        now, offered, users = self._now(), [], self.pilot["users"]
+        now = float(capacity.get("now", 0.0))
         memory = self.pilot["memory_mb"]
         if memory is None:
             memory = int(capacity.get("total_memory_mb") or 0) // self.count
-        for slot, entry in self.slots.items():
-            if entry["retired"] or slot in self.running.values() or now < entry["not_before"]:
-                continue
-            entry["runs"] += 1
-            cores = str(self.pilot["cores_per_pilot"])
-            argv = [
-                a.replace("{cores}", cores).replace("{slot}", str(slot)) for a in self.pilot["argv"]
-            ]
-            offered.append(
-                {
-                    "id": f"pilot-{slot}-{entry['runs']}",
-                    "command": argv,
-                    "cores": self.pilot["cores_per_pilot"],
-                    "whole_node": False,
-                    "memory_mb": memory,
-                    "wall_estimate_seconds": None,
-                    "wall_limit_seconds": None,
-                    "kind": "pilot",
-                    "tags": {},
-                    "env": {"VMAGENT_PILOT_SLOT": str(slot)},
-                    "priority": 0,
-                    "_slot": slot,
-                    "_user": users[slot % len(users)] if users else None,
-                }
-            )
-        return offered
+        return [
+            self._pilot(slot, memory)
+            for slot in self.slots
+            if not (slot.retired or slot.busy or now < slot.not_before)
+        ]
 
-    def claim(self, payload: Dict[str, Any]) -> bool:
-        self.running[payload["id"]] = payload["_slot"]
-        self.slots[payload["_slot"]]["started"] = self._now()
+    def _pilot(self, slot: PilotSlot, memory: int) -> Offer:
+        slot.runs += 1
+        cores = str(self.pilot["cores_per_pilot"])
+        argv = [
+            a.replace("{cores}", cores).replace("{slot}", str(slot.number))
+            for a in self.pilot["argv"]
+        ]
+        payload = {
+            "id": f"pilot-{slot.number}-{slot.runs}",
+            "command": argv,
+            "cores": self.pilot["cores_per_pilot"],
+            "whole_node": False,
+            "memory_mb": memory,
+            "wall_estimate_seconds": None,
+            "wall_limit_seconds": None,
+            "kind": "pilot",
+            "tags": {},
+            "env": {"VMAGENT_PILOT_SLOT": str(slot.number)},
+            "priority": 0,
+        }
+        users = self.pilot["users"]
+        user: Optional[str] = users[slot.number % len(users)] if users else None
+        return Offer(payload, user=user, ticket=slot.number)
+
+    def claim(self, offer: Offer) -> bool:
+        slot = self.slots[offer.ticket]
+        slot.busy = True
+        self.running[offer.id] = slot
         return True
 
     def report(self, result: Dict[str, Any]) -> None:
         slot = self.running.pop(result["id"], None)
         if slot is None:
             return
-        entry = self.slots[slot]
-        lived = self._now() - (entry["started"] or self._now())
+        slot.busy = False
+        finished = float(result.get("finished_at") or 0.0)
+        lived = finished - float(result.get("started_at") or finished)
         if result.get("exit_code") in self.pilot["no_work_exit_codes"]:
-            entry["retired"] = True
+            slot.retired = True
             self.vacuum_codes.append(300)
-            log.info("pilot slot %d: no more work, not restarted", slot)
+            log.info("pilot slot %d: no more work, not restarted", slot.number)
             return
-        if (
-            result.get("exit_code") == 0
-        ):  # work done and more may come: start the next pilot at once
+        if result.get("exit_code") == 0:  # work done and more may come: the next pilot at once
             self.vacuum_codes.append(200)
-            entry["failures"] = self.fast_failures = 0
+            slot.failures = 0
+            self.fast_failures = 0
             return
         self.vacuum_codes.append(700)
-        entry["failures"] += 1
-        self.fast_failures = (
-            self.fast_failures + 1 if lived < self.pilot["min_lifetime_seconds"] else 0
-        )
+        self._failed(slot, lived, finished, result.get("reason"))
+
+    def _failed(self, slot: PilotSlot, lived: float, finished: float, reason: Any) -> None:
+        slot.failures += 1
+        fast = lived < self.pilot["min_lifetime_seconds"]
+        self.fast_failures = self.fast_failures + 1 if fast else 0
         if self.fast_failures >= self.pilot["black_hole_after"]:
-            if self.black_hole:
-                return
-            self.black_hole = True
-            log.error(
-                "%d pilots in a row died within %g s: this node is a black hole, no more pilots",
-                self.fast_failures,
-                self.pilot["min_lifetime_seconds"],
-            )
+            if not self.black_hole:
+                self.black_hole = True
+                log.error(
+                    "%d pilots in a row died within %g s: this node is a black hole, no more pilots",
+                    self.fast_failures,
+                    self.pilot["min_lifetime_seconds"],
+                )
             return
-        delay = self.pilot["backoff_seconds"] * 2 ** (entry["failures"] - 1)
-        entry["not_before"] = self._now() + delay
-        log.warning(
-            "pilot slot %d failed (%s); restarting in %g s", slot, result.get("reason"), delay
-        )
+        delay = self.pilot["backoff_seconds"] * 2 ** (slot.failures - 1)
+        slot.not_before = finished + delay
+        log.warning("pilot slot %d failed (%s); restarting in %g s", slot.number, reason, delay)
 
     def exhausted(self) -> bool:
         """Nothing more will ever be offered."""
-        return self.black_hole or all(e["retired"] for e in self.slots.values())
+        return self.black_hole or all(slot.retired for slot in self.slots)
+
+    def drain(self) -> None:
+        """DIRAC pilots look for this file at every JobAgent cycle and stop matching jobs."""
+        write_atomic(layout.dirac_drain(self.config), "drain\n", 0o644)
 
     def close(self) -> None:
         pass

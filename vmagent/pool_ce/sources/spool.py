@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ...config import Config
 from ...core.files import write_atomic
 from ...errors import CommandFailed, InputRejected
-from . import validated
+from . import Offer, validated
 
 log = logging.getLogger("vmagent.pool")
 MAX_BYTES = 2**20  # far above any payload exec() accepts: argv and environment share about 2 MiB
@@ -54,7 +54,7 @@ class SpoolSource:
             str, Identity
         ] = {}  # rejected entries that could not be moved out of incoming/
 
-    def offer(self, capacity: Dict[str, Any]) -> List[Dict[str, Any]]:
+    def offer(self, capacity: Dict[str, Any]) -> List[Offer]:
         incoming = os.path.join(self.root, "incoming")
         found = []
         seen: Dict[str, str] = {}  # id -> file name, in this offer
@@ -69,22 +69,20 @@ class SpoolSource:
                 self._reject(name, info, exc.message)
                 continue
             seen[payload["id"]] = name
-            payload["_spool_name"] = name
-            payload.setdefault("_queued_at", info.st_mtime)
-            found.append(payload)
+            found.append(Offer(payload, ticket=name))
         return found
 
-    def claim(self, payload: Dict[str, Any]) -> bool:
-        name = payload.get("_spool_name", f"{payload['id']}.json")
+    def claim(self, offer: Offer) -> bool:
+        name = offer.ticket or f"{offer.id}.json"
         target = _free_name(os.path.join(self.root, "claimed"), name)
         try:
             os.rename(os.path.join(self.root, "incoming", name), target)
         except FileNotFoundError:
             return False
         except OSError as exc:
-            log.warning("cannot claim %s: %s", payload["id"], exc)
+            log.warning("cannot claim %s: %s", offer.id, exc)
             return False
-        self.taken[payload["id"]] = os.path.basename(target)
+        self.taken[offer.id] = os.path.basename(target)
         return True
 
     def report(self, result: Dict[str, Any]) -> None:
