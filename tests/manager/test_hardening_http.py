@@ -15,7 +15,7 @@ import requests
 
 from vmagent.clock import FakeClock
 from vmagent.errors import ManagerRefused
-from vmagent.manager import auth, db, fleet, inventory
+from vmagent.manager import auth, db, inventory, registry
 from vmagent.manager.settings import Settings
 from vmagent.manager.testing import heartbeat, new_vm
 
@@ -201,7 +201,7 @@ def test_search_treats_wildcards_literally(tmp_path, q, found):
     settings = Settings(db_url="", admin_token_hash=auth.digest("adm"))
     with engine.begin() as conn:
         for i, host in enumerate(["a_b", "axb", "c%d", "e\\f"]):
-            fleet.register(
+            registry.register(
                 conn,
                 settings,
                 "adm",

@@ -6,7 +6,7 @@ import pytest
 
 from vmagent.clock import FakeClock
 from vmagent.errors import ManagerRefused
-from vmagent.manager import accounting, auth, db, fleet, inventory, queue
+from vmagent.manager import accounting, auth, db, inventory, queue, registry
 from vmagent.manager.settings import Settings
 from vmagent.manager.testing import new_vm
 
@@ -31,8 +31,8 @@ def _vm(world, cores=2, memory=4000, **enrolled):
         "total_memory_mb": memory,
     }
     with engine.begin() as conn:
-        token = fleet.enrol(conn, enrolled, clock.time())["enrolment_token"]
-        return fleet.register(conn, settings, token, body, clock.time())
+        token = registry.enrol(conn, enrolled, clock.time())["enrolment_token"]
+        return registry.register(conn, settings, token, body, clock.time())
 
 
 def _submit(world, *docs):
@@ -44,14 +44,14 @@ def _claim(world, vm, **request):
     engine, settings, clock = world
     request = {"free_cores": 1, **request}
     with engine.begin() as conn:
-        row = fleet.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
+        row = registry.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
         return [p["id"] for p in queue.claim(conn, settings, row, request, clock.time())]
 
 
 def _result(world, vm, doc):
     engine, settings, clock = world
     with engine.begin() as conn:
-        row = fleet.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
+        row = registry.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
         return queue.record_result(conn, settings, row, doc["id"], doc, clock.time())
 
 
@@ -109,12 +109,14 @@ def test_registration_cannot_contradict_the_enrolment(world, key):
         "total_memory_mb": 1,
     }
     with engine.begin() as conn:
-        token = fleet.enrol(conn, {key: "fixed"}, clock.time())["enrolment_token"]
+        token = registry.enrol(conn, {key: "fixed"}, clock.time())["enrolment_token"]
     with engine.begin() as conn, pytest.raises(ManagerRefused) as err:
-        fleet.register(conn, settings, token, dict(body, **{key: "other"}), clock.time())
+        registry.register(conn, settings, token, dict(body, **{key: "other"}), clock.time())
     assert err.value.status == 403 and key in err.value.detail and "'fixed'" in err.value.detail
     with engine.begin() as conn:
-        answer = fleet.register(conn, settings, token, dict(body, **{key: "fixed"}), clock.time())
+        answer = registry.register(
+            conn, settings, token, dict(body, **{key: "fixed"}), clock.time()
+        )
     assert answer["vm_id"].startswith("vm-")
 
 
@@ -131,8 +133,8 @@ def test_registration_may_fill_what_the_enrolment_left_open(world):
         "vo": "lhcb",
     }
     with engine.begin() as conn:
-        token = fleet.enrol(conn, {"vo": "lhcb", "ce": "c1"}, clock.time())["enrolment_token"]
-        vm = fleet.register(conn, settings, token, body, clock.time())
+        token = registry.enrol(conn, {"vo": "lhcb", "ce": "c1"}, clock.time())["enrolment_token"]
+        vm = registry.register(conn, settings, token, body, clock.time())
         row = inventory.detail(conn, vm["vm_id"], clock.time())
     assert (row["vo"], row["image"], row["ce"]) == ("lhcb", "el9", "c1")
 

@@ -8,7 +8,7 @@ import pytest
 
 from vmagent.clock import FakeClock
 from vmagent.errors import ManagerRefused
-from vmagent.manager import auth, db, fleet, inventory, queue, sweeper
+from vmagent.manager import auth, db, fleet, heartbeats, inventory, queue, registry, sweeper
 from vmagent.manager.settings import Settings
 from vmagent.manager.states import ALLOWED, VmState, allowed
 from vmagent.manager.testing import heartbeat, new_vm
@@ -34,7 +34,7 @@ def world(tmp_path):
 def _register(world, cores=4):
     engine, settings, clock = world
     with engine.begin() as conn:
-        return fleet.register(
+        return registry.register(
             conn,
             settings,
             "adm",
@@ -52,8 +52,8 @@ def _register(world, cores=4):
 def _beat(world, vm, seq, status="running", **extra):
     engine, settings, clock = world
     with engine.begin() as conn:
-        row = fleet.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
-        return fleet.heartbeat(
+        row = registry.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
+        return heartbeats.heartbeat(
             conn, settings, row, heartbeat("i-1", seq, status, **extra), clock.time()
         )
 
@@ -92,7 +92,7 @@ def test_operator_cannot_force_a_forbidden_transition(world):
     vm = _register(world)
     engine, settings, clock = world
     with engine.begin() as conn:
-        row = fleet.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
+        row = registry.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
         fleet.halting(conn, settings, row, {"reason": "done", "vacuum_code": 200}, clock.time())
     with engine.begin() as conn, pytest.raises(ManagerRefused) as err:
         fleet.force(conn, vm["vm_id"], "error", "oops", clock.time())
@@ -115,7 +115,7 @@ def test_expired_lease_is_requeued_then_lost_after_max_attempts(world):
         queue.submit(conn, [{"id": "p1", "command": ["true"]}], clock.time())
     for _attempt in (1, 2):
         with engine.begin() as conn:
-            row = fleet.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
+            row = registry.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
             assert [
                 p["id"] for p in queue.claim(conn, settings, row, {"free_cores": 4}, clock.time())
             ] == ["p1"]
@@ -131,7 +131,7 @@ def test_heartbeat_renews_leases_of_running_payloads(world):
     vm = _register(world)
     with engine.begin() as conn:
         queue.submit(conn, [{"id": "p1", "command": ["true"]}], clock.time())
-        row = fleet.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
+        row = registry.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
         queue.claim(conn, settings, row, {"free_cores": 4}, clock.time())
     for seq in range(1, 4):
         clock.advance(30)
@@ -147,7 +147,7 @@ def test_whole_node_payload_needs_every_core_free(world):
     vm = _register(world, cores=4)
     with engine.begin() as conn:
         queue.submit(conn, [{"id": "w", "command": ["true"], "whole_node": True}], clock.time())
-        row = fleet.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
+        row = registry.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
         assert queue.claim(conn, settings, row, {"free_cores": 3}, clock.time()) == []
         assert [
             p["id"] for p in queue.claim(conn, settings, row, {"free_cores": 4}, clock.time())
@@ -169,7 +169,7 @@ def test_result_posted_twice_is_accepted_once(world):
     vm = _register(world)
     with engine.begin() as conn:
         queue.submit(conn, [{"id": "p1", "command": ["true"]}], clock.time())
-        row = fleet.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
+        row = registry.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
         queue.claim(conn, settings, row, {"free_cores": 4}, clock.time())
     for _ in range(2):
         with engine.begin() as conn:

@@ -7,7 +7,7 @@ import requests
 
 from vmagent.clock import FakeClock
 from vmagent.errors import ManagerRefused
-from vmagent.manager import auth, db, fleet
+from vmagent.manager import auth, db, registry
 from vmagent.manager.settings import Settings
 from vmagent.manager.testing import heartbeat, new_vm
 
@@ -136,7 +136,7 @@ def test_expired_vm_credential_is_refused(tmp_path):
     engine, settings = _engine_and_settings(tmp_path)
     clock = FakeClock()
     with engine.begin() as conn:
-        vm = fleet.register(
+        vm = registry.register(
             conn,
             settings,
             "admin-secret",
@@ -150,12 +150,12 @@ def test_expired_vm_credential_is_refused(tmp_path):
             clock.time(),
         )
         assert (
-            fleet.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time()).id
+            registry.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time()).id
             == vm["vm_id"]
         )
     clock.advance(3601)
     with engine.begin() as conn, pytest.raises(ManagerRefused) as err:
-        fleet.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
+        registry.authenticate_vm(conn, settings, vm["vm_id"], vm["token"], clock.time())
     assert err.value.status == 401 and "expired" in err.value.detail
 
 
@@ -164,7 +164,7 @@ def test_expired_enrolment_token_is_refused(tmp_path):
     engine, settings = _engine_and_settings(tmp_path)
     clock = FakeClock()
     with engine.begin() as conn:
-        token = fleet.enrol(conn, {"ttl_seconds": 60}, clock.time())["enrolment_token"]
+        token = registry.enrol(conn, {"ttl_seconds": 60}, clock.time())["enrolment_token"]
     clock.advance(61)
     body = {
         "instance_id": "i-1",
@@ -174,7 +174,7 @@ def test_expired_enrolment_token_is_refused(tmp_path):
         "total_memory_mb": 1,
     }
     with engine.begin() as conn, pytest.raises(ManagerRefused) as err:
-        fleet.register(conn, settings, token, body, clock.time())
+        registry.register(conn, settings, token, body, clock.time())
     assert err.value.status == 401 and "expired" in err.value.detail
 
 
@@ -182,8 +182,8 @@ def test_credentials_are_stored_only_as_digests(tmp_path):
     """Neither the VM token nor the enrolment token appears in the database."""
     engine, settings = _engine_and_settings(tmp_path)
     with engine.begin() as conn:
-        token = fleet.enrol(conn, {}, 1.0)["enrolment_token"]
-        vm = fleet.register(
+        token = registry.enrol(conn, {}, 1.0)["enrolment_token"]
+        vm = registry.register(
             conn,
             settings,
             token,

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from . import accounting, bodies, fleet, inventory, queue, sweeper
+from . import accounting, bodies, fleet, inventory, queue, registry, sweeper
 from .states import VmState
 from .web import (
     ERRORS,
@@ -41,8 +41,8 @@ async def enrol(request: Request, m: ManagerDep, tok: TokenDep) -> Response:
     doc = await read_body(request, "enrolment", m.settings.max_body_bytes)
     now = m.clock.time()
     with m.engine.begin() as conn:
-        fleet.require_admin(conn, m.settings, tok, now)
-        answer = fleet.enrol(conn, bodies.with_defaults("enrolment", valid(doc)), now)
+        registry.require_admin(conn, m.settings, tok, now)
+        answer = registry.enrol(conn, bodies.with_defaults("enrolment", valid(doc)), now)
     return json(answer, 201)
 
 
@@ -71,7 +71,7 @@ def vms(
         "q": q,
     }
     with m.engine.begin() as conn:
-        fleet.require_admin(conn, m.settings, tok, now)
+        registry.require_admin(conn, m.settings, tok, now)
         return json(inventory.table(conn, filters, limit, offset, now))
 
 
@@ -83,7 +83,7 @@ def vm(
 ) -> Response:
     now = m.clock.time()
     with m.engine.begin() as conn:
-        fleet.require_admin(conn, m.settings, tok, now)
+        registry.require_admin(conn, m.settings, tok, now)
         return json(inventory.detail(conn, vm_id, now, history))
 
 
@@ -97,7 +97,7 @@ async def instruct(vm_id: VmId, request: Request, m: ManagerDep, tok: TokenDep) 
     doc = await read_body(request, "instruction_request", m.settings.max_body_bytes)
     now = m.clock.time()
     with m.engine.begin() as conn:
-        fleet.require_admin(conn, m.settings, tok, now)
+        registry.require_admin(conn, m.settings, tok, now)
         return json({"id": fleet.instruct(conn, vm_id, valid(doc), now)}, 201)
 
 
@@ -107,8 +107,8 @@ async def instruct(vm_id: VmId, request: Request, m: ManagerDep, tok: TokenDep) 
 def revoke(vm_id: VmId, m: ManagerDep, tok: TokenDep) -> Response:
     now = m.clock.time()
     with m.engine.begin() as conn:
-        fleet.require_admin(conn, m.settings, tok, now)
-        fleet.revoke(conn, vm_id, now)
+        registry.require_admin(conn, m.settings, tok, now)
+        registry.revoke(conn, vm_id, now)
     return json({})
 
 
@@ -123,7 +123,7 @@ def mark_error(
 ) -> Response:
     now = m.clock.time()
     with m.engine.begin() as conn:
-        fleet.require_admin(conn, m.settings, tok, now)
+        registry.require_admin(conn, m.settings, tok, now)
         fleet.force(conn, vm_id, VmState.ERROR.value, reason, now)
     return json({})
 
@@ -138,7 +138,7 @@ async def submit(request: Request, m: ManagerDep, tok: TokenDep) -> Response:
     found = await read_payloads(request, m.settings.max_body_bytes)
     now = m.clock.time()
     with m.engine.begin() as conn:
-        fleet.require_admin(conn, m.settings, tok, now)
+        registry.require_admin(conn, m.settings, tok, now)
         docs, many = valid(found)
         ids = queue.submit(conn, [bodies.with_defaults("payload", d) for d in docs], now)
     return json({"ids": ids} if many else {"id": ids[0]}, 201)
@@ -154,7 +154,7 @@ def payloads(
 ) -> Response:
     now = m.clock.time()
     with m.engine.begin() as conn:
-        fleet.require_admin(conn, m.settings, tok, now)
+        registry.require_admin(conn, m.settings, tok, now)
         return json(queue.listing(conn, state, limit, offset))
 
 
@@ -162,7 +162,7 @@ def payloads(
 def payload(payload_id: PayloadId, m: ManagerDep, tok: TokenDep) -> Response:
     now = m.clock.time()
     with m.engine.begin() as conn:
-        fleet.require_admin(conn, m.settings, tok, now)
+        registry.require_admin(conn, m.settings, tok, now)
         return json(queue.one(conn, payload_id))
 
 
@@ -179,7 +179,7 @@ def account(
 ) -> Response:
     now = m.clock.time()
     with m.engine.begin() as conn:
-        fleet.require_admin(conn, m.settings, tok, now)
+        registry.require_admin(conn, m.settings, tok, now)
         return json(accounting.report(conn, group_by, since, until, bucket, now))
 
 
@@ -194,7 +194,7 @@ def fleet_load(
 ) -> Response:
     now = m.clock.time()
     with m.engine.begin() as conn:
-        fleet.require_admin(conn, m.settings, tok, now)
+        registry.require_admin(conn, m.settings, tok, now)
         return json(accounting.fleet_load(conn, now - 3600 if since is None else since, bucket))
 
 
@@ -202,5 +202,5 @@ def fleet_load(
 def sweep(m: ManagerDep, tok: TokenDep) -> Response:
     now = m.clock.time()
     with m.engine.begin() as conn:
-        fleet.require_admin(conn, m.settings, tok, now)
+        registry.require_admin(conn, m.settings, tok, now)
     return json(sweeper.sweep(m.engine, m.settings, now))

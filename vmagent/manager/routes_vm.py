@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ..errors import ManagerRefused
-from . import bodies, fleet, queue
+from . import bodies, fleet, heartbeats, queue, registry
 from .web import (
     ERRORS,
     Manager,
@@ -35,8 +35,8 @@ async def register(request: Request, m: ManagerDep, tok: TokenDep) -> Response:
     doc = await read_body(request, "register", m.settings.max_body_bytes)
     now = m.clock.time()
     with m.engine.begin() as conn:
-        fleet.kind_of(conn, m.settings, tok, now)
-        answer = fleet.register(
+        registry.kind_of(conn, m.settings, tok, now)
+        answer = registry.register(
             conn, m.settings, tok, bodies.with_defaults("register", valid(doc)), now
         )
     return json(answer, 201)
@@ -57,7 +57,7 @@ async def heartbeat(vm_id: VmId, request: Request, m: ManagerDep, tok: TokenDep)
 def _heartbeat(m: Manager, vm_id: str, tok: Optional[str], doc: Any) -> Dict[str, Any]:
     now = m.clock.time()
     with m.engine.begin() as conn:
-        vm = fleet.authenticate_vm(conn, m.settings, vm_id, tok, now)
+        vm = registry.authenticate_vm(conn, m.settings, vm_id, tok, now)
         doc = valid(doc)
         if doc["instance_id"] != vm.instance_id:
             raise ManagerRefused(
@@ -65,7 +65,7 @@ def _heartbeat(m: Manager, vm_id: str, tok: Optional[str], doc: Any) -> Dict[str
                 f"invalid heartbeat: instance_id: {doc['instance_id']!r} is not "
                 f"the instance registered as {vm_id}",
             )
-        return fleet.heartbeat(conn, m.settings, vm, doc, now)
+        return heartbeats.heartbeat(conn, m.settings, vm, doc, now)
 
 
 @router.post(
@@ -77,7 +77,7 @@ async def halting(vm_id: VmId, request: Request, m: ManagerDep, tok: TokenDep) -
     doc = await read_body(request, "halting", m.settings.max_body_bytes)
     now = m.clock.time()
     with m.engine.begin() as conn:
-        vm = fleet.authenticate_vm(conn, m.settings, vm_id, tok, now)
+        vm = registry.authenticate_vm(conn, m.settings, vm_id, tok, now)
         fleet.halting(conn, m.settings, vm, bodies.with_defaults("halting", valid(doc)), now)
     return json({})
 
@@ -91,7 +91,7 @@ async def claim(vm_id: VmId, request: Request, m: ManagerDep, tok: TokenDep) -> 
     doc = await read_body(request, "claim", m.settings.max_body_bytes)
     now = m.clock.time()
     with m.engine.begin() as conn:
-        vm = fleet.authenticate_vm(conn, m.settings, vm_id, tok, now)
+        vm = registry.authenticate_vm(conn, m.settings, vm_id, tok, now)
         leased = queue.claim(conn, m.settings, vm, bodies.with_defaults("claim", valid(doc)), now)
     return json({"payloads": leased})
 
@@ -107,6 +107,6 @@ async def result(
     doc = await read_body(request, "result", m.settings.max_body_bytes)
     now = m.clock.time()
     with m.engine.begin() as conn:
-        vm = fleet.authenticate_vm(conn, m.settings, vm_id, tok, now)
+        vm = registry.authenticate_vm(conn, m.settings, vm_id, tok, now)
         answer = queue.record_result(conn, m.settings, vm, payload_id, valid(doc), now)
     return json(answer)
