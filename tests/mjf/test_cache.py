@@ -12,6 +12,9 @@ def _server(headers, counts):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
             counts.append(self.headers.get("If-None-Match"))
+            if self.path.startswith("/broken/"):
+                self.send_error(503)
+                return
             if self.path != "/total_cpu":
                 self.send_error(404)
                 return
@@ -57,6 +60,39 @@ def test_etag_revalidates_with_if_none_match():
         second = mjf.read_features(url, keys=("total_cpu",))
         assert first.values == second.values == {"total_cpu": 8}
         assert counts == [None, '"v1"']
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_freshness_is_timed_on_the_injected_clock(clock):
+    """A cached value is fresh for max-age seconds of the injected clock, then asked for again."""
+    counts: list = []
+    server = _server({"Cache-Control": "max-age=60"}, counts)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        mjf.read_features(url, keys=("total_cpu",), clock=clock)
+        clock.advance(59)
+        mjf.read_features(url, keys=("total_cpu",), clock=clock)
+        assert len(counts) == 1
+        clock.advance(2)
+        assert mjf.read_features(url, keys=("total_cpu",), clock=clock).values == {"total_cpu": 8}
+        assert len(counts) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_server_errors_are_retried_after_waits_on_the_injected_clock(clock):
+    """A 5xx answer is retried with doubling waits on the injected clock, then reported as a problem."""
+    counts: list = []
+    server = _server({}, counts)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/broken"
+        found = mjf.read_features(url, keys=("total_cpu",), clock=clock, retries=2)
+        assert found.values == {} and len(counts) == 3
+        assert clock.sleeps == [0.2, 0.4]
+        assert found.problems == [("total_cpu", f"cannot read: {url}/total_cpu: HTTP 503")]
     finally:
         server.shutdown()
         server.server_close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,6 +60,7 @@ def _write(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     import os
 
+    from ..clock import SystemClock
     from ..errors import UsageError
     from .features import JOB_KEYS, LEGACY_KEYS, MACHINE_KEYS, UNITS, read_features
 
@@ -75,8 +75,9 @@ def _show(args: argparse.Namespace) -> int:
     if not locations:
         raise UsageError("no features location: give a directory or URL, or set $MACHINEFEATURES")
     bad, seen = 0, set()
+    clock = SystemClock()
     for location in locations:
-        found = read_features(location, now=time.time())
+        found = read_features(location, now=clock.time(), clock=clock)
         problems = dict(found.problems)
         print(f"# {location}")
         print(f"{'key':<20} {'value':<24} unit")

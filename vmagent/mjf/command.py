@@ -83,7 +83,9 @@ class SetupMjf:
             candidates.append(psutil.boot_time() + settings["lifetime_seconds"])
         upstream = settings["upstream_machinefeatures"]
         if upstream:
-            found = read_features(upstream, keys=("shutdowntime", "grace_secs"), now=now)
+            found = read_features(
+                upstream, keys=("shutdowntime", "grace_secs"), now=now, clock=ctx.clock
+            )
             for key, problem in found.problems:
                 ctx.log.warning(
                     "upstream machine features %s: %s: %s (ignored)", upstream, key, problem

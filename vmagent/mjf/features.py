@@ -1,18 +1,19 @@
 """The MJF keys, their units, and atomic writing and tolerant reading of a features tree.
 
 Writers validate every value before touching a file; readers never raise for a malformed value but
-report it in ``Features.problems``, so a bad upstream value is never propagated.
+report it in ``Features.problems``, so a bad upstream value is never propagated. A remote tree is
+read with ``requests`` (only short-lived processes read one: the pilot's ``setup-mjf`` and
+``vmagent mjf show``; the monitor and the slot manager read this VM's own directory).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from ..clock import Clock
+from ..clock import Clock, SystemClock
 from ..config import Config
 from ..core.files import write_atomic
 from ..errors import InputRejected
@@ -132,14 +133,22 @@ def read_features(
     keys: Optional[Tuple[str, ...]] = None,
     now: Optional[float] = None,
     retries: int = 2,
+    clock: Optional[Clock] = None,
 ) -> Features:
-    """Read a features directory (path) or base URL; malformed values go to ``problems``."""
+    """Read a features directory (path) or base URL; malformed values go to ``problems``.
+
+    ``clock`` times a remote tree's cache freshness and the waits between retries.
+    """
     found = Features(location)
+    clock = clock or SystemClock()
     wanted = keys or (MACHINE_KEYS + JOB_KEYS + LEGACY_KEYS + EXTRA_KEYS)
     remote = location.startswith(("http://", "https://"))
     for key in wanted:
         try:
-            text = _fetch(location, key, timeout, retries) if remote else _read_local(location, key)
+            if remote:
+                text = _fetch(location, key, timeout, retries, clock)
+            else:
+                text = _read_local(location, key)
         except FileNotFoundError:
             continue
         except OSError as exc:
@@ -157,35 +166,34 @@ def _read_local(directory: str, key: str) -> str:
         return fh.read(4096)
 
 
-def _fetch(base: str, key: str, timeout: float, retries: int) -> str:
-    import urllib.error  # only readers of remote features pay for http.client and ssl
-    import urllib.request
+def _fetch(base: str, key: str, timeout: float, retries: int, clock: Clock) -> str:
+    import requests  # only readers of a remote tree pay for it
 
     url = base.rstrip("/") + "/" + key
     cached = _CACHE.get(url)
-    if cached is not None and cached[0] > time.monotonic():
+    if cached is not None and cached[0] > clock.monotonic():
         return cached[2]  # Cache-Control max-age still fresh: no request
+    headers = {"If-None-Match": cached[1]} if cached is not None and cached[1] else {}
     for attempt in range(retries + 1):
-        request = urllib.request.Request(url)
-        if cached is not None and cached[1]:
-            request.add_header("If-None-Match", cached[1])
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 - http(s) only
-                text = answer.read(4096).decode("utf-8", "replace")
-                _remember(url, answer.headers, text)
-                return text
-        except urllib.error.HTTPError as exc:
-            if exc.code == 304 and cached is not None:
-                _remember(url, exc.headers, cached[2])
-                return cached[2]
-            if exc.code == 404:
-                raise FileNotFoundError(url) from None
-            if exc.code < 500 or attempt == retries:
-                raise OSError(f"{url}: HTTP {exc.code}") from None
-        except (urllib.error.URLError, TimeoutError) as exc:
+            with requests.get(url, headers=headers, timeout=timeout, stream=True) as answer:
+                status = answer.status_code
+                if status == 304 and cached is not None:
+                    _remember(url, answer.headers, cached[2], clock)
+                    return cached[2]
+                if status == 404:
+                    raise FileNotFoundError(url)
+                if 200 <= status < 300:
+                    raw = answer.raw.read(4096, decode_content=True)
+                    text = raw.decode("utf-8", "replace")
+                    _remember(url, answer.headers, text, clock)
+                    return text
+                if status < 500 or attempt == retries:
+                    raise OSError(f"{url}: HTTP {status}")
+        except requests.RequestException as exc:
             if attempt == retries:
-                raise OSError(f"{url}: {getattr(exc, 'reason', exc)}") from None
-        time.sleep(0.2 * 2**attempt)
+                raise OSError(f"{url}: {exc.__class__.__name__}: {exc}") from None
+        clock.sleep(0.2 * 2**attempt)
     raise OSError(url)
 
 
@@ -193,7 +201,7 @@ _CACHE: Dict[str, Tuple[float, str, str]] = {}  # url -> (fresh until, ETag, tex
 MAX_AGE = re.compile(r"max-age=(\d+)")
 
 
-def _remember(url: str, headers: Any, text: str) -> None:
+def _remember(url: str, headers: Any, text: str, clock: Clock) -> None:
     """Keep a value with its ETag and freshness so that re-reads honour the server's cache headers."""
     control = (headers.get("Cache-Control") or "") if headers is not None else ""
     etag = (headers.get("ETag") or "") if headers is not None else ""
@@ -202,7 +210,7 @@ def _remember(url: str, headers: Any, text: str) -> None:
         _CACHE.pop(url, None)
         return
     fresh = 0 if age is None or "no-cache" in control else int(age.group(1))
-    _CACHE[url] = (time.monotonic() + fresh, etag, text)
+    _CACHE[url] = (clock.monotonic() + fresh, etag, text)
 
 
 def machine_dir(config: Config) -> str:
