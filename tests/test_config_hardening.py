@@ -105,10 +105,10 @@ def test_alias_bombs_and_recursive_aliases_are_refused():
 
 
 def test_every_config_reader_gives_exit_2_on_a_bad_file(tmp_path):
-    """config show and check-config --plugins report a duplicate key as 'file: where: message', exit 2."""
+    """config show and check-config report a duplicate key as 'file: where: message', exit 2."""
     bad = tmp_path / "dup.yaml"
     bad.write_text("slots: {}\nslots: {}\n")
-    assert f"{bad}: line 2: duplicate key 'slots'" in refused(bad, "--plugins")
+    assert f"{bad}: line 2: duplicate key 'slots'" in refused(bad)
     done = subprocess.run(
         [sys.executable, "-m", "vmagent", "-c", str(bad), "config", "show"],
         capture_output=True,
@@ -120,12 +120,14 @@ def test_every_config_reader_gives_exit_2_on_a_bad_file(tmp_path):
     )
 
 
-def test_load_checked_refuses_what_check_config_refuses(tmp_path):
-    """The monitor's own read (after check-config) uses the same safe reading: no NaN slips through."""
+def test_the_monitors_read_refuses_what_check_config_refuses(tmp_path):
+    """The monitor's own read (checked in a forked child) uses the same safe reading: no NaN slips through."""
+    from vmagent.config_check import load_for_monitor
+
     bad = tmp_path / "nan.yaml"
     bad.write_text("monitor: {period_seconds: .nan}\n")
     with pytest.raises(ConfigError) as caught:
-        config.load_checked(str(bad))
+        load_for_monitor(str(bad))
     assert caught.value.problems == [("monitor.period_seconds", "must be a finite number")]
 
 

@@ -2,37 +2,53 @@
 
 The schema is ``vmagent/schema.json`` with each subsystem's section (``mjf``, ``slots``, ``monitor``)
 taken from that package's own ``schema.json``. Each pilot command's options are validated against
-the schema the command declares. Defaults come from the schema; nothing is read before it is valid.
-Every operator-written YAML file (this one, site descriptions) is read by ``read_text`` and
-``yaml_document``: UTF-8 only, PyYAML's safe loader within limits, no duplicate keys; NaN and
-infinity are refused wherever a document is validated.
+the schema the command declares (through ``vmagent.plugins``, the one place plugins are checked).
+Defaults come from the schema; nothing is read before it is valid. The YAML is read safely by
+``vmagent.config_yaml``; schema problems and defaults come from ``vmagent.config_validation``;
+what a valid document configures (plugins, accounts, ...) is checked by ``vmagent.config_check``.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 from dataclasses import dataclass
 from importlib import resources
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Dict, Hashable, List, Mapping, Optional, Tuple
-
-import yaml
-
-if TYPE_CHECKING:  # imported where validation happens: the monitor keeps its memory small
-    import jsonschema
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import plugins
-from .errors import ConfigError, PluginError
+from .config_validation import Problem, apply_defaults, non_finite, validation_problems
+from .config_yaml import MAX_DEPTH, MAX_NODES, read_text, yaml_document
+from .errors import ConfigError
+
+__all__ = [  # the names others import from here, some defined in the modules split out of it
+    "COMMAND_DEFAULTS",
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "CommandSpec",
+    "Config",
+    "apply_defaults",
+    "default_path",
+    "document",
+    "freeze",
+    "from_dict",
+    "host_path",
+    "load",
+    "non_finite",
+    "parse",
+    "read_text",
+    "schema",
+    "thaw",
+    "validation_problems",
+    "yaml_document",
+]
 
 DEFAULT_PATH = "/etc/vmagent/vmagent.yaml"
 ENV_VAR = "VMAGENT_CONFIG"
 SECTIONS = {"mjf": "vmagent.mjf", "slots": "vmagent.pool_ce", "monitor": "vmagent.monitor"}
 COMMAND_KEYS = ("timeout", "retries", "backoff", "on_failure", "once_per_instance")
-MAX_DEPTH = 64  # a configuration needs about 6; PyYAML's composer recurses twice per level
-MAX_NODES = 100_000  # values after expanding aliases: a "billion laughs" file stops here
 COMMAND_DEFAULTS = {
     "timeout": 600.0,
     "retries": 0,
@@ -79,6 +95,7 @@ class Config:
     source: str
     data: Mapping[str, Any]
     commands: Tuple[CommandSpec, ...]
+    checked: bool = False  # True: every plugin's options were validated (vmagent.config_check)
 
     def section(self, name: str) -> Mapping[str, Any]:
         return self.data[name]
@@ -112,155 +129,38 @@ def load(path: Optional[str] = None, *, overrides: Optional[Mapping[str, Any]] =
     return parse(text, source, overrides=overrides)
 
 
-def load_checked(path: str) -> Config:
-    """The configuration at ``path`` that ``vmagent check-config`` has just accepted, in a child process.
+def trusted(doc: Mapping[str, Any], source: str) -> Config:
+    """A document that ``vmagent.config_check`` has just accepted, with defaults, not validated again.
 
-    Parsed and completed with the schema's defaults but not validated again here, and without the
-    pilot commands resolved: for the long-lived monitor, which then never loads the JSON Schema
-    library (several MiB resident for the process's whole life).
+    Without the pilot commands: for the long-lived monitor, which thus never loads the JSON Schema
+    library (several MiB resident for the process's whole life). ``checked`` tells the plugins
+    that their options are valid already.
     """
-    doc = _document(read_text(path), path)
-    problems = non_finite(doc)
-    if problems:
-        raise ConfigError(path, problems)
-    apply_defaults(schema(), doc)
-    return Config(path, freeze(doc), ())
+    document: Dict[str, Any] = copy.deepcopy(dict(doc))
+    apply_defaults(schema(), document)
+    return Config(source, freeze(document), (), checked=True)
 
 
 def parse(
     text: str, source: str = "<string>", *, overrides: Optional[Mapping[str, Any]] = None
 ) -> Config:
     """Validate YAML ``text`` (reported as ``source``) and return the frozen configuration."""
-    doc = _document(text, source)
+    doc = document(text, source)
     for key, value in (overrides or {}).items():
         _set_dotted(doc, key, value)
     return from_dict(doc, source)
 
 
-def _document(text: str, source: str) -> Dict[str, Any]:
+def document(text: str, source: str) -> Dict[str, Any]:
+    """YAML ``text`` read safely as a mapping of sections (not validated yet)."""
     doc = yaml_document(text, source)
-    if doc is None:
-        doc = {}
+    if doc is None:  # a truncated or wrongly mounted file must not pass for "all defaults"
+        raise ConfigError(source, [("", "is empty: no settings at all")])
     if not isinstance(doc, dict):
         raise ConfigError(
             source, [("", f"must be a mapping of sections, not {type(doc).__name__}")]
         )
     return doc
-
-
-def read_text(source: str, *, hint: Optional[str] = None) -> str:
-    """The UTF-8 text of file ``source``; ``ConfigError`` when it cannot be read or is not UTF-8."""
-    try:
-        with open(source, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ConfigError(source, [("", f"cannot read: {exc.strerror}")], hint=hint) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        problem = f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
-        raise ConfigError(source, [(f"line {line}", problem)]) from None
-
-
-def yaml_document(text: str, source: str) -> Any:
-    """YAML ``text`` parsed by ``SafeLoader`` within limits: depth, aliases, no duplicate keys.
-
-    Every operator-written YAML file (configuration, site description) is read through here.
-    """
-    try:
-        return yaml.load(text, Loader=_LimitedLoader)
-    except _Refused as exc:
-        raise ConfigError(source, [(f"line {exc.line}", exc.problem)]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(
-            source, [("", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}")]
-        ) from None
-    except RecursionError:  # a limit above missed a way to nest: still no traceback
-        raise ConfigError(source, [("", f"nested deeper than {MAX_DEPTH} levels")]) from None
-
-
-class _Refused(yaml.YAMLError):
-    """Valid YAML that vmagent refuses, at a line."""
-
-    def __init__(self, mark: Any, problem: str) -> None:
-        super().__init__(problem)
-        self.line = mark.line + 1
-        self.problem = problem
-
-
-class _LimitedLoader(yaml.SafeLoader):
-    """``SafeLoader`` that refuses deep nesting, alias bombs, recursive aliases and duplicate keys."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.depth = 0
-        self.trail: List[str] = []
-        self.paths: Dict[yaml.Node, str] = {}
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.depth >= MAX_DEPTH:
-            raise _Refused(self.peek_event().start_mark, f"nested deeper than {MAX_DEPTH} levels")
-        self.depth += 1
-        self.trail.append(index.value if isinstance(index, yaml.ScalarNode) else str(index))
-        try:
-            node: Any = super().compose_node(parent, index)
-            self.paths.setdefault(node, ".".join(self.trail[1:]))
-        finally:
-            self.depth -= 1
-            self.trail.pop()
-        return node
-
-    def construct_document(self, node: Any) -> Any:
-        _check_expansion(node)
-        return super().construct_document(node)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # '<<' brings keys that the mapping's own keys may override
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, Hashable) and key in seen:
-                where = self.paths.get(node) or "(top)"
-                raise _Refused(key_node.start_mark, f"duplicate key {key!r} in mapping at {where}")
-            seen.add(key if isinstance(key, Hashable) else id(key))
-        return super().construct_mapping(node, deep)
-
-
-def _check_expansion(root: yaml.Node) -> None:
-    """Refuse a document whose aliases refer to themselves or expand to more than MAX_NODES values."""
-    sizes: Dict[yaml.Node, int] = {}
-    ancestors = set()
-    stack = [(root, False)]
-    while stack:
-        node, finished = stack.pop()
-        children = _children(node)
-        if finished:
-            ancestors.discard(node)
-            sizes[node] = 1 + sum(sizes[child] for child in children)
-            if sizes[node] > MAX_NODES:
-                raise _Refused(
-                    node.start_mark, f"expands to more than {MAX_NODES} values through aliases"
-                )
-        elif node in ancestors:
-            raise _Refused(
-                node.start_mark, "an alias refers to itself (a value that contains itself)"
-            )
-        elif node not in sizes:
-            ancestors.add(node)
-            stack.append((node, True))
-            stack.extend((child, False) for child in children)
-
-
-def _children(node: yaml.Node) -> List[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
 
 
 def from_dict(doc: Mapping[str, Any], source: str = "<dict>") -> Config:
@@ -270,97 +170,25 @@ def from_dict(doc: Mapping[str, Any], source: str = "<dict>") -> Config:
 
 
 def _validated(doc: Dict[str, Any], source: str) -> Config:
-    whole = schema()
-    problems = validation_problems(whole, doc)
-    apply_defaults(whole, doc)
-    commands, command_problems = _commands(doc)
-    problems = sorted(set(problems) | set(command_problems))
+    commands, problems = checked(doc)
     if problems:
         raise ConfigError(source, problems)
     return Config(source, freeze(doc), commands)
 
 
-def validation_problems(
-    schema_: Mapping[str, Any], doc: Any, prefix: str = ""
-) -> List[Tuple[str, str]]:
-    """``(dotted.path, message)`` for everything in ``doc`` that ``schema_`` rejects."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema_)
-    found = []
-    for error in validator.iter_errors(doc):
-        found.extend(_explain(error, prefix))
-    found.extend(non_finite(doc, prefix))
-    return sorted(set(found))
+def checked(doc: Dict[str, Any]) -> Tuple[Tuple[CommandSpec, ...], List[Problem]]:
+    """Validate ``doc`` against the schema, fill in defaults (in place) and build the pipeline."""
+    whole = schema()
+    problems = validation_problems(whole, doc)
+    apply_defaults(whole, doc)
+    commands, command_problems = _commands(doc)
+    return commands, sorted(set(problems) | set(command_problems))
 
 
-def non_finite(doc: Any, prefix: str = "") -> List[Tuple[str, str]]:
-    """``(dotted.path, message)`` for every NaN or infinity in ``doc``: JSON Schema's numbers accept them."""
-    if isinstance(doc, float) and not math.isfinite(doc):
-        return [(prefix, "must be a finite number")]
-    if isinstance(doc, Mapping):
-        items: Any = doc.items()
-    elif isinstance(doc, (list, tuple)):
-        items = enumerate(doc)
-    else:
-        return []
-    found = []
-    for key, value in items:
-        found.extend(non_finite(value, _join(prefix, str(key))))
-    return found
-
-
-def _explain(error: jsonschema.ValidationError, prefix: str) -> List[Tuple[str, str]]:
-    path = ".".join([prefix] * bool(prefix) + [str(p) for p in error.absolute_path])
-    if error.validator == "oneOf" and error.context:
-        # Report the branch that got furthest instead of "is not valid under any of the given schemas".
-        best = max(error.context, key=lambda e: len(e.absolute_path))
-        return _explain(best, prefix)
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        return [
-            (_join(path, k), f"unknown key; allowed: {', '.join(allowed) or '(none)'}")
-            for k in extra
-        ]
-    if error.validator == "enum":
-        return [
-            (
-                path,
-                f"{error.instance!r} is not allowed; use one of: {', '.join(map(str, error.validator_value))}",
-            )
-        ]
-    return [(path, error.message)]
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def apply_defaults(schema_: Mapping[str, Any], doc: Any) -> None:
-    """Fill in schema ``default`` values for missing object keys, recursively, in place."""
-    if not isinstance(doc, dict):
-        return
-    for key, sub in schema_.get("properties", {}).items():
-        if key not in doc and "default" in sub:
-            doc[key] = copy.deepcopy(sub["default"])
-        if key in doc:
-            apply_defaults(sub, doc[key])
-            items = sub.get("items")
-            if isinstance(items, dict) and isinstance(doc[key], list):
-                for item in doc[key]:
-                    apply_defaults(items, item)
-    extra = schema_.get("additionalProperties")
-    if isinstance(extra, dict):
-        for key, value in doc.items():
-            if key not in schema_.get("properties", {}):
-                apply_defaults(extra, value)
-
-
-def _commands(doc: Dict[str, Any]) -> Tuple[Tuple[CommandSpec, ...], List[Tuple[str, str]]]:
-    """Resolve every configured command and validate its options against the command's schema."""
+def _commands(doc: Dict[str, Any]) -> Tuple[Tuple[CommandSpec, ...], List[Problem]]:
+    """Every configured command resolved and checked, its options validated (``plugins.examine``)."""
     specs: List[CommandSpec] = []
-    problems: List[Tuple[str, str]] = []
+    problems: List[Problem] = []
     pilot = doc.get("pilot")
     entries = pilot.get("commands") if isinstance(pilot, dict) else None
     if not isinstance(entries, list):
@@ -375,38 +203,36 @@ def _commands(doc: Dict[str, Any]) -> Tuple[Tuple[CommandSpec, ...], List[Tuple[
         ):
             continue  # its shape is already reported by the schema
         where = f"pilot.commands.{i}"
-        try:
-            command = plugins.load(plugins.GROUPS["pilot_commands"], entry["name"])
-        except PluginError as exc:
-            problems.append((f"{where}.name", exc.message))
-            continue
-        options = entry["options"]
-        options_schema = getattr(
-            command, "options_schema", {"type": "object", "additionalProperties": False}
+        found, entry_problems = plugins.examine(
+            plugins.GROUPS["pilot_commands"],
+            entry["name"],
+            entry["options"],
+            at=f"{where}.name",
+            options_at=f"{where}.options",
         )
-        found = validation_problems(options_schema, options, f"{where}.options")
-        if found:
-            problems.extend(found)
-            continue
-        apply_defaults(options_schema, options)
-        settings: Dict[str, Any] = dict(COMMAND_DEFAULTS)
-        settings.update(getattr(command, "defaults", {}))
-        settings.update({k: entry[k] for k in COMMAND_KEYS if k in entry})
-        specs.append(
-            CommandSpec(
-                name=entry["name"],
-                options=freeze(options),
-                timeout=float(settings["timeout"]),
-                retries=int(settings["retries"]),
-                backoff=float(settings["backoff"]),
-                on_failure=settings["on_failure"],
-                once_per_instance=bool(settings["once_per_instance"]),
-                env=freeze(entry.get("env", {})),
-                index=i,
-                skip=entry.get("skip"),
-            )
-        )
+        problems.extend(entry_problems)
+        if found is not None:
+            entry["options"] = dict(found.options)  # shown with its defaults by 'config show'
+            specs.append(_spec(i, entry, found))
     return tuple(specs), problems
+
+
+def _spec(index: int, entry: Mapping[str, Any], found: plugins.Configured) -> CommandSpec:
+    settings: Dict[str, Any] = dict(COMMAND_DEFAULTS)
+    settings.update(getattr(found.factory, "defaults", {}))
+    settings.update({k: entry[k] for k in COMMAND_KEYS if k in entry})
+    return CommandSpec(
+        name=entry["name"],
+        options=freeze(found.options),
+        timeout=float(settings["timeout"]),
+        retries=int(settings["retries"]),
+        backoff=float(settings["backoff"]),
+        on_failure=settings["on_failure"],
+        once_per_instance=bool(settings["once_per_instance"]),
+        env=freeze(entry.get("env", {})),
+        index=index,
+        skip=entry.get("skip"),
+    )
 
 
 def _set_dotted(doc: Dict[str, Any], key: str, value: Any) -> None:

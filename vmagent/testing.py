@@ -61,16 +61,14 @@ def run_command(
 
     Returns ``(result, actions)``; ``actions.entries`` lists every external effect in order.
     """
-    from .config import apply_defaults, freeze, validation_problems
+    from .config import freeze
     from .errors import ConfigError
     from .pilot.command import Actions, Context, Result
+    from .plugins import validated_options
 
-    options = dict(options or {})
-    schema = getattr(command, "options_schema", {"type": "object"})
-    problems = validation_problems(schema, options)
+    options, problems = validated_options(command, options)
     if problems:
         raise ConfigError(f"{command.name} options", problems)
-    apply_defaults(schema, options)
     actions = Actions(dry_run)
     clock = clock or FakeClock()
     ctx = Context(

@@ -70,29 +70,13 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from .. import config, plugins
+    from .. import config, config_check
     from .loop import Monitor
 
-    # validated by 'vmagent check-config' in a short child, which also resolves the plugins: the
-    # monitor lives as long as the VM and stays smaller without the JSON Schema library and
-    # importlib.metadata loaded (the same errors, the same exit code 2)
+    # checked whole (check-config's checks, the same lines, exit 2) in a forked child, so that the
+    # monitor, which lives as long as the VM, never holds the JSON Schema library
     path = args.config or config.default_path()
-    checked = subprocess.run(
-        [sys.executable, "-m", "vmagent", "check-config", "--plugins", path],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if checked.returncode != 0:
-        sys.stderr.write(checked.stderr)
-        return checked.returncode
-    plugins.preset(
-        plugins.Plugin(**found) for found in json.loads(checked.stdout.strip().splitlines()[-1])
-    )
-    monitor = Monitor(config.load_checked(path))
+    monitor = Monitor(config_check.load_for_monitor(path))
     if args.dry_run:
         _dump(monitor.preview())
         return 0

@@ -16,8 +16,8 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from .. import plugins
-from ..config import Config, apply_defaults, validation_problems
-from ..errors import ConfigError, ManagerRefused
+from ..config import Config
+from ..errors import ManagerRefused
 from .buffer import MissedHeartbeats
 from .instructions import Inbox, Instruction
 
@@ -160,19 +160,19 @@ def build_links(config: Config, endpoints: Optional[Dict[str, Any]] = None) -> L
         return [Link(name, plugin, size, default_limit) for name, plugin in endpoints.items()]
     links = []
     for i, entry in enumerate(settings["endpoints"]):
-        cls = plugins.load(plugins.GROUPS["endpoints"], entry["name"])
-        options = dict(entry.get("options") or {})
-        schema = getattr(cls, "options_schema", {"type": "object"})
-        # nothing to check in empty options unless some are required (spares loading jsonschema)
-        found = validation_problems(schema, options) if options or schema.get("required") else []
-        if found:
-            raise ConfigError(
-                config.source,
-                [(f"monitor.endpoints.{i}.options{'.' + p if p else ''}", m) for p, m in found],
-            )
-        apply_defaults(schema, options)
+        found = plugins.configure(
+            config.source,
+            plugins.GROUPS["endpoints"],
+            entry["name"],
+            entry.get("options"),
+            at=f"monitor.endpoints.{i}.name",
+            options_at=f"monitor.endpoints.{i}.options",
+            validate=not config.checked,  # the monitor's start-up checked them all already
+        )
         limit = entry.get("outage_halt_seconds", default_limit)
-        links.append(Link(f"{entry['name']}#{i}", cls(config, options), size, limit))
+        links.append(
+            Link(f"{entry['name']}#{i}", found.factory(config, found.options), size, limit)
+        )
     return links
 
 

@@ -1,0 +1,167 @@
+"""What a configuration configures, checked before anything runs, every problem at once.
+
+The schema sees shapes; this sees what the shapes name: every plugin (monitor endpoints and their
+options, the halt action, the payload source, the masonry policy, the pilot commands), pilots mode's
+program, the local accounts payloads and pilots run as, and the settings a plugin needs (the
+``http`` endpoint and the ``manager`` source need ``manager.url``). ``vmagent check-config`` and the
+monitor's start-up (``load_for_monitor``) use the same ``problems``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pwd
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from . import config, plugins
+from .config_validation import Problem
+from .errors import ConfigError
+
+# settings a built-in plugin cannot work without; another plugin may declare its own as
+# ``requires_settings = ("section.key", ...)``
+NEEDS: Dict[Tuple[str, str], Tuple[str, ...]] = {
+    ("vmagent.endpoints", "http"): ("manager.url",),
+    ("vmagent.payload_sources", "manager"): ("manager.url",),
+}
+HINT = f"pass --config FILE or set {config.ENV_VAR}"
+
+
+def check_file(path: str) -> config.Config:
+    """The configuration at ``path``, or a ``ConfigError`` listing every problem in it."""
+    doc = config.document(config.read_text(path, hint=HINT), path)
+    commands, found = review(doc)
+    if found:
+        raise ConfigError(path, found)
+    return config.Config(path, config.freeze(doc), commands, checked=True)
+
+
+def problems(doc: Mapping[str, Any]) -> List[Problem]:
+    """Every problem of a parsed configuration: the schema's and those no schema can see."""
+    return review(copy.deepcopy(dict(doc)))[1]  # a copy: ``review`` fills in defaults
+
+
+def review(doc: Dict[str, Any]) -> Tuple[Tuple[config.CommandSpec, ...], List[Problem]]:
+    """The pipeline of ``doc`` (defaults filled in, in place) and every problem found in it."""
+    commands, found = config.checked(doc)
+    found += _plugins(doc)
+    found += _pilots(doc)
+    found += _accounts(doc)
+    return commands, sorted(set(found))
+
+
+def _plugins(doc: Mapping[str, Any]) -> List[Problem]:
+    monitor, slots = _section(doc, "monitor"), _section(doc, "slots")
+    wanted: List[Tuple[str, Any, Any, str]] = []
+    for i, entry in enumerate(_list(monitor.get("endpoints"))):
+        if isinstance(entry, dict):
+            wanted.append(
+                ("endpoints", entry.get("name"), entry.get("options"), f"monitor.endpoints.{i}")
+            )
+    wanted += [
+        ("halt_actions", monitor.get("halt_action"), None, "monitor.halt_action"),
+        ("payload_sources", slots.get("source"), None, "slots.source"),
+        ("masonry_policies", slots.get("policy"), None, "slots.policy"),
+    ]
+    found: List[Problem] = []
+    for group, name, options, where in wanted:
+        if not isinstance(name, str) or not isinstance(options, (dict, type(None))):
+            continue  # a wrong shape is the schema's to report
+        named = f"{where}.name" if group == "endpoints" else where
+        plugin, problems_ = plugins.examine(
+            plugins.GROUPS[group], name, options, at=named, options_at=f"{where}.options"
+        )
+        found += problems_
+        if plugin is not None:
+            found += _needs(doc, plugin, where)
+    return found
+
+
+def _needs(doc: Mapping[str, Any], plugin: plugins.Configured, where: str) -> List[Problem]:
+    """The settings ``plugin`` needs that are not set."""
+    needed = NEEDS.get((plugin.plugin.group, plugin.plugin.name), ())
+    needed += tuple(getattr(plugin.factory, "requires_settings", ()))
+    found = []
+    for key in dict.fromkeys(needed):
+        section, _, name = key.partition(".")
+        if _section(doc, section).get(name) in (None, "", [], {}):
+            found.append((key, f"is not set but {where} ({plugin.plugin.name!r}) needs it"))
+    return found
+
+
+def _pilots(doc: Mapping[str, Any]) -> List[Problem]:
+    slots = _section(doc, "slots")
+    pilot = _section(slots, "pilot")
+    if slots.get("mode") == "pilots" and not pilot.get("argv"):
+        return [("slots.pilot.argv", "is empty but slots.mode is pilots: set the pilot program")]
+    return []
+
+
+def _accounts(doc: Mapping[str, Any]) -> List[Problem]:
+    """Accounts payloads and pilots run as, looked up on this machine as the slot manager will."""
+    slots = _section(doc, "slots")
+    pilot = _section(slots, "pilot")
+    keys = [("slots.payload_user", slots.get("payload_user"))]
+    keys += [(f"slots.pilot.users.{i}", name) for i, name in enumerate(_list(pilot.get("users")))]
+    found = []
+    for key, name in keys:
+        if not isinstance(name, str) or not name:
+            continue
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            found.append((key, f"no such user {name!r} on this machine"))
+    return found
+
+
+def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = doc.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> List[Any]:
+    return value if isinstance(value, list) else []
+
+
+def load_for_monitor(path: str) -> config.Config:
+    """The configuration at ``path`` for the long-lived monitor: checked whole, in a forked child.
+
+    The child (a copy of this process: the same parsed document, no new interpreter) loads the JSON
+    Schema library and every plugin, runs ``problems`` and sends back only what it found; this
+    process then fills in defaults without validating again and so never holds ``jsonschema``
+    (3.5 MiB resident for the VM's whole life, not returned to the system once imported).
+    """
+    doc = config.document(config.read_text(path, hint=HINT), path)
+    found = _problems_in_child(doc)
+    if found:
+        raise ConfigError(path, found)
+    return config.trusted(doc, path)
+
+
+def _problems_in_child(doc: Dict[str, Any]) -> List[Problem]:
+    readable, writable = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is not collected
+        os.close(readable)
+        _report(writable, doc)
+    os.close(writable)
+    with os.fdopen(readable, "rb") as fh:
+        answer = fh.read()
+    _, status = os.waitpid(pid, 0)
+    code: Optional[int] = os.waitstatus_to_exitcode(status)
+    if code != 0 or not answer:
+        return [("", f"the configuration check ended with exit code {code} and no answer")]
+    return [(str(path), str(message)) for path, message in json.loads(answer)]
+
+
+def _report(writable: int, doc: Dict[str, Any]) -> None:  # pragma: no cover - in the child
+    try:
+        found = problems(doc)
+    except BaseException as exc:  # noqa: BLE001 - anything the check hits is reported, not raised
+        found = [("", f"the configuration check failed: {type(exc).__name__}: {exc}")]
+    try:
+        with os.fdopen(writable, "wb") as fh:
+            fh.write(json.dumps(found).encode())
+    finally:
+        os._exit(0)
