@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import requests
 
 from ..client.manager import ManagerClient
-from ..process import run, stop_child
+from ..process import run, signal_group, stop_child
 
 
 class RunningManager:
@@ -50,10 +50,7 @@ class RunningManager:
 
     def kill(self) -> None:
         """SIGKILL the whole process group at once: a crash."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        signal_group(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
 
