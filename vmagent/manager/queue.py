@@ -20,7 +20,6 @@ from .db import payloads, results
 from .settings import Settings
 from .states import VmState
 
-FINAL = ("done", "failed", "killed", "lost")
 CLAIMABLE = (VmState.NEW.value, VmState.SUBMITTED.value, VmState.RUNNING.value)
 CANDIDATES = 64
 log = logging.getLogger("vmagent.manager.queue")

@@ -7,6 +7,8 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
+from ..errors import UsageError
+
 ENV_VAR = "VMAGENT_MANAGER_SETTINGS"
 
 
@@ -38,10 +40,12 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        """The settings ``vmagent manager serve`` passed to this worker process."""
         raw = os.environ.get(ENV_VAR)
         if not raw:
-            raise RuntimeError(
-                f"${ENV_VAR} is not set; start the manager with 'vmagent manager serve'"
+            raise UsageError(
+                f"${ENV_VAR} is not set: this is a worker of 'vmagent manager serve'",
+                hint="start the manager with 'vmagent manager serve'",
             )
         doc: Any = json.loads(raw)
         return cls(**doc)
