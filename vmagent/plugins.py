@@ -184,7 +184,7 @@ def load_resolved(plugin: Plugin) -> Any:
     if misfits:
         noun = interfaces.INTERFACES[plugin.group].noun
         raise PluginError(
-            f"{plugin.describe()} is not a {noun}: {'; '.join(misfits)}",
+            f"{plugin.describe()} does not fit the {noun} interface: {'; '.join(misfits)}",
             hint=f"fix the {plugin.distribution} package (the interface: vmagent.interfaces)",
         )
     return obj
