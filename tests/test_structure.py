@@ -8,6 +8,7 @@ subsystems and everything these tests refuse, for a quick look at the state of t
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterator, List, NamedTuple, Optional, Set, Tuple
@@ -234,6 +235,15 @@ def oversized() -> List[str]:
     return found
 
 
+def unpackaged() -> List[str]:
+    """Packages of vmagent/ that pyproject.toml's ``[tool.setuptools] packages`` leaves out."""
+    text = (REPO / "pyproject.toml").read_text()
+    section = text[text.index("[tool.setuptools]") :]
+    found = re.search(r"^packages\s*=\s*\[(.*?)\]", section, re.S | re.M)
+    listed = set(re.findall(r'"([\w.]+)"', found.group(1) if found else ""))
+    return sorted(name for name in MODULES if is_package(name) and name not in listed)
+
+
 def suite_tests() -> Iterator[Tuple[Path, ast.Module, ast.FunctionDef]]:
     """Every test function of the suite with its file and the file's syntax tree."""
     for path in sorted(TESTS.rglob("test_*.py")):
@@ -315,6 +325,12 @@ def test_modules_stay_under_the_size_limit():
     assert not found, title + listing(found)
 
 
+def test_every_package_is_shipped():
+    """Every package of vmagent/ is listed in pyproject.toml, so that a built wheel holds it."""
+    found = unpackaged()
+    assert not found, "packages missing from [tool.setuptools] packages:" + listing(found)
+
+
 def test_every_test_checks_something_and_says_what():
     """Every test of the suite has a docstring and an assertion (its own or a helper's)."""
     found = [f"{name}: no docstring" for name in undocumented_tests()]
@@ -374,6 +390,7 @@ def report() -> str:
             ),
         ),
         (f"modules over {MAX_LINES} lines", oversized()),
+        ("packages missing from pyproject.toml", unpackaged()),
         ("tests without a docstring", undocumented_tests()),
         ("tests without an assertion", unchecked_tests()),
     ]
