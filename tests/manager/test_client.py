@@ -84,3 +84,12 @@ def test_missing_token_file_is_a_config_error(manager, tmp_path):
     with pytest.raises(ConfigError) as err:
         vm_credentials(config)
     assert "manager.token_file" in err.value.message
+
+
+def test_registration_time_comes_from_the_injected_clock(manager, tmp_path, clock):
+    """The stored credential's registered_at is the injected clock's time, not the real one."""
+    token = manager.client().enrol(ce="ce-x")["enrolment_token"]
+    config = _config(tmp_path, manager, token)
+    vm_credentials(config, clock=clock)
+    stored = json.loads((tmp_path / "var/lib/vmagent/manager.json").read_text())
+    assert stored["registered_at"] == clock.time()

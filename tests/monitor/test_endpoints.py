@@ -6,6 +6,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 
 import pytest
 from conftest import Recorder, run_for
@@ -15,7 +17,7 @@ from vmagent.errors import ConfigError, ManagerUnavailable, PluginError
 from vmagent.monitor.endpoints.vac import VacEndpoint
 from vmagent.monitor.loop import Monitor
 from vmagent.monitor.policies import Decision
-from vmagent.testing import make_config
+from vmagent.testing import make_config, write_config
 
 DECISION = Decision("no-payloads", "no payload or pilot ran for 300 s", 200)
 
@@ -170,3 +172,68 @@ def test_unverified_manager_certificate_is_an_outage_not_a_halt(manager, tmp_pat
     run_for(monitor, clock, 600)
     assert monitor.decision is None and action.calls == []
     assert len(monitor.links[0].missed) >= 10 and monitor.links[0].last_ok is None
+
+
+def test_vac_and_http_endpoints_do_not_import_requests():
+    """Importing the vac and http endpoints (as the monitor does) leaves requests unloaded."""
+    code = (
+        "import sys, vmagent.monitor.endpoints.vac, vmagent.monitor.endpoints.http;"
+        "assert 'requests' not in sys.modules, 'requests was imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+REGISTER_IN_PROCESS = """
+import subprocess, sys
+from vmagent import config
+from vmagent.monitor.endpoints.http import HttpEndpoint
+
+def refuse(*args, **kwargs):
+    raise AssertionError("the monitor started a child process")
+
+subprocess.Popen.__init__ = refuse
+endpoint = HttpEndpoint(config.load(sys.argv[1]), {})
+endpoint.send({"instance_id": "i-inproc", "seq": 1, "time": 1.0, "status": "booting"}, {})
+assert "requests" not in sys.modules, "requests was imported"
+print(endpoint.vm_id)
+"""
+
+
+def test_http_endpoint_registers_in_process_without_requests(manager, tmp_path):
+    """The http endpoint registers over its own session: no child process, no requests, one stored credential."""
+    etc = tmp_path / "etc/vmagent"
+    etc.mkdir(parents=True)
+    (etc / "enrol.token").write_text(manager.client().enrol(ce="ce-in")["enrolment_token"])
+    shutil.copy(manager.ca_file, etc / "ca.pem")
+    section = {
+        "url": manager.url,
+        "token_file": "/etc/vmagent/enrol.token",
+        "ca_file": "/etc/vmagent/ca.pem",
+        "timeout": 5,
+    }
+    path = write_config(
+        str(tmp_path), [], instance={"id": "i-inproc", "ce": "ce-in"}, manager=section
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", REGISTER_IN_PROCESS, path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    vm_id = done.stdout.strip()
+    stored = json.loads((tmp_path / "var/lib/vmagent/manager.json").read_text())
+    assert stored["vm_id"] == vm_id and stored["url"] == manager.url
+    row = manager.client().vm(vm_id)
+    assert (row["instance_id"], row["ce"]) == ("i-inproc", "ce-in")
+
+
+def test_http_endpoint_without_enrolment_token_is_an_outage(tmp_path):
+    """An http endpoint with no stored credential and no token file reports an outage naming the key."""
+    from vmagent.monitor.endpoints.http import HttpEndpoint
+
+    config = make_config(tmp_path, [], manager={"url": "http://127.0.0.1:9"})
+    with pytest.raises(ManagerUnavailable) as caught:
+        HttpEndpoint(config, {}).send({"seq": 1}, {})
+    assert "manager.token_file" in caught.value.message

@@ -1,18 +1,21 @@
 """The VM side of the manager's HTTP API v1: registration, claims, results, heartbeats.
 
 Runs inside VMs on Python 3.9 and by operators; it never imports the manager's server
-(``vmagent.manager``) nor its dependencies. ``ManagerClient`` (module ``manager``, loaded on first use) is the ``requests`` client of the slot
-manager and the operators' commands; ``credentials`` holds what it shares with the monitor's own
-``http.client`` session (the stored credential, URL segments).
+(``vmagent.manager``) nor its dependencies. Two transports, one per kind of process:
+``ManagerClient`` (module ``manager``, on ``requests``, loaded on first use) for the slot manager
+and the operators' commands; the long-lived monitor's own ``http.client`` session. What they
+share needs no ``requests``: the API's root, the stored credential, URL segments (``credentials``)
+and the registration (``registration``: the document, the lock, storing the answer).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .credentials import read_stored, segment
+from .credentials import API, read_stored, segment
+from .registration import read_token_file, register_once, registration
 
-_LAZY = ("API", "ManagerClient", "registration", "vm_credentials")  # imported on first use
+_LAZY = ("ManagerClient", "vm_credentials")  # on requests: imported on first use
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +27,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["API", "ManagerClient", "read_stored", "registration", "segment", "vm_credentials"]
+__all__ = [
+    "API",
+    "ManagerClient",
+    "read_stored",
+    "read_token_file",
+    "register_once",
+    "registration",
+    "segment",
+    "vm_credentials",
+]

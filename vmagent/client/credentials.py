@@ -1,4 +1,4 @@
-"""What the VM's two manager clients share: this VM's stored credential and URL segments.
+"""What the VM's two manager clients share: the API's root, this VM's stored credential, URL segments.
 
 The operators' and slot manager's ``ManagerClient`` (on ``requests``) and the long-lived monitor's
 ``JsonSession`` (on ``http.client``, vmagent.monitor.endpoints.session) both use these; nothing here
@@ -12,6 +12,8 @@ from typing import Any, Dict, Optional
 from urllib.parse import quote
 
 from ..errors import ConfigError
+
+API = "/api/v1"
 
 
 def read_stored(path: str) -> Optional[Dict[str, Any]]:

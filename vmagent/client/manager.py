@@ -1,28 +1,28 @@
-"""Client of the manager's HTTP API v1, used inside VMs (monitor, slot manager) and by operators.
+"""Client of the manager's HTTP API v1 on ``requests``: the slot manager's and the operators'.
 
-Only ``requests`` here: this module runs on Python 3.9 inside VMs and must never pull in the
-server's dependencies. Connection errors, timeouts and 5xx answers raise ``ManagerUnavailable``
-(transient: retry with backoff); 4xx answers raise ``ManagerRefused`` (do not retry as is).
+This module runs on Python 3.9 inside VMs and must never pull in the server's dependencies; the
+long-lived monitor does not import it (it has its own ``http.client`` session). Connection
+errors, timeouts, 5xx and 429 answers raise ``ManagerUnavailable`` (transient: retry with
+backoff); other 4xx answers raise ``ManagerRefused`` (do not retry as is). Registration (the
+document, the lock, the stored credential) is vmagent.client.registration's.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import socket
-import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import requests
 
 from .. import __version__
-from ..core.layout import manager_credentials, manager_lock, vm_path
+from ..clock import Clock
+from ..core.layout import manager_credentials, vm_path
 from ..errors import ConfigError, ManagerRefused, ManagerUnavailable
-from .credentials import read_stored, segment
+from .credentials import API, read_stored, segment
+from .registration import manager_url, read_token_file, register_once, registration
 
-API = "/api/v1"
+__all__ = ["API", "ManagerClient", "registration", "vm_credentials"]
 
 Cert = Union[None, str, Tuple[str, str]]
 
@@ -59,15 +59,10 @@ class ManagerClient:
     def from_config(cls, config: Any, *, token: Optional[str] = None) -> ManagerClient:
         """A client for ``manager.*``; token: the argument, else this VM's stored one, else ``token_file``'s."""
         section = config.section("manager")
-        if not section["url"]:
-            raise ConfigError(
-                config.source,
-                [("manager.url", "is not set but the manager is used")],
-                hint="set manager.url, e.g. https://manager.example.org:8443",
-            )
+        url = manager_url(config)
         if token is None:
             stored = read_stored(manager_credentials(config))
-            token = stored["token"] if stored else _read_token_file(config)
+            token = stored["token"] if stored else read_token_file(config)
         cert: Cert = None
         if section["cert_file"]:
             cert_path = vm_path(config, section["cert_file"])
@@ -78,7 +73,7 @@ class ManagerClient:
             )
         ca_file = vm_path(config, section["ca_file"]) if section["ca_file"] else None
         return cls(
-            section["url"],
+            url,
             token=token,
             ca_file=ca_file,
             cert=cert,
@@ -210,104 +205,19 @@ def _detail(response: requests.Response) -> str:
 # --- this VM's own credential ----------------------------------------------------------------------
 
 
-def vm_credentials(config: Any, client: Optional[ManagerClient] = None) -> Tuple[str, str]:
-    """This VM's ``(vm_id, token)``: stored in ``<state_dir>/manager.json``, else registered once.
+def vm_credentials(
+    config: Any, client: Optional[ManagerClient] = None, *, clock: Optional[Clock] = None
+) -> Tuple[str, str]:
+    """This VM's ``(vm_id, token)``, registered once through ``client`` (see ``register_once``).
 
-    An exclusive ``fcntl`` lock on ``<state_dir>/manager.lock`` makes sure that the monitor and the
-    slot manager, starting together, never both spend the single-use enrolment token.
+    ``client``'s own token registers when it has one, else the enrolment token of
+    ``manager.token_file``.
     """
-    target = manager_credentials(config)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    stored = read_stored(target)
-    if stored:
-        return stored["vm_id"], stored["token"]
-    with open(manager_lock(config), "a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            stored = read_stored(target)  # the other process may have registered meanwhile
-            if stored:
-                return stored["vm_id"], stored["token"]
-            client = client or ManagerClient.from_config(config, token=_read_token_file(config))
-            if not client.token:
-                client = client.with_token(_read_token_file(config))
-            answer = client.register(**registration(config, client.url))
-            _store(target, client.url, answer)
-            return str(answer["vm_id"]), str(answer["token"])
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
+    def register(document: Dict[str, Any]) -> Mapping[str, Any]:
+        sender = client or ManagerClient.from_config(config, token=read_token_file(config))
+        if not sender.token:
+            sender = sender.with_token(read_token_file(config))
+        return sender.register(**document)
 
-def registration(config: Any, url: str) -> Dict[str, Any]:
-    """What this VM tells the manager about itself when it registers."""
-    from ..core.instance import instance_id as detect_instance_id
-
-    instance = config.section("instance")
-    body: Dict[str, Any] = {
-        "instance_id": detect_instance_id(config),
-        "hostname": socket.gethostname(),
-        "ip": _local_ip(url),
-        # the slot manager's count (slots.cores, else the CPUs it may use): the manager bounds claims by it
-        "total_cores": config.section("slots")["cores"] or len(os.sched_getaffinity(0)),
-        "total_memory_mb": _total_memory_mb(),
-        "vmagent_version": __version__,
-    }
-    for key in ("site", "ce", "image", "running_pod", "vo"):
-        if instance[key]:
-            body[key] = instance[key]
-    return body
-
-
-def _store(target: str, url: str, answer: Mapping[str, Any]) -> None:
-    from ..core.files import write_atomic
-
-    if not answer.get("vm_id") or not answer.get("token"):
-        raise ManagerUnavailable(f"{url}: registration answer lacks vm_id or token")
-    doc = {
-        "url": url,
-        "vm_id": str(answer["vm_id"]),
-        "token": str(answer["token"]),
-        "heartbeat_period": answer.get("heartbeat_period"),
-        "registered_at": time.time(),
-    }
-    write_atomic(target, json.dumps(doc, indent=2) + "\n", 0o600)
-
-
-def _read_token_file(config: Any) -> str:
-    name = config.section("manager")["token_file"]
-    if not name:
-        raise ConfigError(
-            config.source,
-            [("manager.token_file", "is not set; no credential to register with")],
-            hint="point manager.token_file at the enrolment token given at boot",
-        )
-    path = vm_path(config, name)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            token = fh.read().strip()
-    except OSError as exc:
-        raise ConfigError(
-            config.source, [("manager.token_file", f"cannot read {path}: {exc.strerror}")]
-        ) from None
-    if not token:
-        raise ConfigError(config.source, [("manager.token_file", f"{path} is empty")])
-    return token
-
-
-def _local_ip(url: str) -> str:
-    """The address this host uses to reach the manager (no packet is sent)."""
-    host = urlsplit(url).hostname or "127.0.0.1"
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect((host, 9))
-            return str(probe.getsockname()[0])
-    except OSError:
-        return "127.0.0.1"
-
-
-def _total_memory_mb() -> int:
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().total // 2**20)
-    except (ImportError, OSError):
-        return 0
+    return register_once(config, register, url=client.url if client else None, clock=clock)

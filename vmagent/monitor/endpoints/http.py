@@ -2,21 +2,20 @@
 
 The connection comes from the ``manager`` section: this VM's own bearer token (from
 ``<state_dir>/manager.json``), TLS verified against ``manager.ca_file``, and a client certificate
-when ``manager.cert_file`` is set. A VM without a stored credential registers once through
-``vmagent.client.manager.vm_credentials`` in a short child process (under its lock, so the slot
-manager and the monitor never both register), which keeps ``requests`` out of the long-lived
-monitor. The answer is untrusted: a heartbeat period outside sane bounds is ignored and the
-instructions go back to the monitor for validation.
+when ``manager.cert_file`` is set. A VM without a stored credential registers once, in process,
+over the monitor's own ``http.client`` session with the enrolment token: the registration logic
+(document, lock, stored answer) is vmagent.client's, shared with the slot manager's ``requests``
+client, and the slot manager and the monitor never both register. The answer is untrusted: a
+heartbeat period outside sane bounds is ignored and the instructions go back to the monitor for
+validation.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from typing import Any, Dict, List, Mapping, Optional
 
-from ...client.credentials import read_stored, segment
+from ...client import read_stored, read_token_file, register_once, segment
 from ...config import Config
 from ...core.layout import manager_credentials, vm_path
 from ...errors import ConfigError, ManagerRefused, ManagerUnavailable
@@ -25,20 +24,6 @@ from .session import JsonSession
 log = logging.getLogger("vmagent.monitor")
 
 PERIOD_BOUNDS = (5.0, 3600.0)
-REGISTER = """
-import json, sys
-from vmagent.config import from_dict
-from vmagent.errors import ManagerRefused, VmagentError
-from vmagent.client.manager import vm_credentials
-try:
-    vm_credentials(from_dict(json.load(sys.stdin), source=sys.argv[1]))
-except ManagerRefused as exc:
-    print(json.dumps({"refused": exc.status, "detail": exc.detail}))
-except VmagentError as exc:
-    print(json.dumps({"error": exc.code, "message": exc.message}))
-else:
-    print(json.dumps({"ok": True}))
-"""
 
 
 class HttpEndpoint:
@@ -78,21 +63,24 @@ class HttpEndpoint:
                 raise ManagerUnavailable(
                     f"no VM credential in {self.credentials} after registering"
                 )
-            section = self.section
-
-            def configured(key: str) -> Optional[str]:
-                return vm_path(self.config, section[key]) if section[key] else None
-
             self.vm_id = str(stored["vm_id"])
-            self.session = JsonSession(
-                section["url"],
-                token=str(stored["token"]),
-                ca_file=configured("ca_file"),
-                cert_file=configured("cert_file"),
-                key_file=configured("key_file"),
-                timeout=float(section["timeout"]),
-            )
+            self.session = self._session(str(stored["token"]))
         return self.session
+
+    def _session(self, token: str) -> JsonSession:
+        section = self.section
+
+        def configured(key: str) -> Optional[str]:
+            return vm_path(self.config, section[key]) if section[key] else None
+
+        return JsonSession(
+            section["url"],
+            token=token,
+            ca_file=configured("ca_file"),
+            cert_file=configured("cert_file"),
+            key_file=configured("key_file"),
+            timeout=float(section["timeout"]),
+        )
 
     def _stored(self) -> Optional[Dict[str, Any]]:
         try:
@@ -101,26 +89,15 @@ class HttpEndpoint:
             raise ManagerRefused(0, f"{exc.message} ({exc.hint})") from None
 
     def _register(self) -> bool:
-        from ...process import run
+        """Register this VM with the enrolment token, unless another process did meanwhile."""
 
-        done = run(
-            [sys.executable, "-c", REGISTER, self.config.source],
-            input=json.dumps(self.config.plain()),
-            timeout=3 * float(self.section["timeout"]) + 30,
-            check=False,
-        )
+        def register(document: Dict[str, Any]) -> Any:
+            return self._session(read_token_file(self.config)).post("/register", document)
+
         try:
-            answer = json.loads(done.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            raise ManagerUnavailable(
-                f"registration failed (exit {done.returncode}): {done.stderr[-500:]}"
-            ) from None
-        if "refused" in answer:
-            raise ManagerRefused(int(answer["refused"]), str(answer["detail"]))
-        if "error" in answer:
-            raise ManagerUnavailable(
-                f"registration failed [{answer['error']}]: {answer['message']}"
-            )
+            register_once(self.config, register)
+        except ConfigError as exc:  # no enrolment token yet: an outage the monitor retries
+            raise ManagerUnavailable(f"registration failed [{exc.code}]: {exc.message}") from None
         log.info("registered with %s", self.section["url"])
         return True
 

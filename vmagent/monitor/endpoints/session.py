@@ -24,9 +24,9 @@ from typing import Any, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 from ... import __version__
+from ...client import API
 from ...errors import ManagerRefused, ManagerUnavailable
 
-API = "/api/v1"
 MAX_ANSWER_BYTES = 4 * 2**20
 
 
