@@ -15,9 +15,15 @@ from cryptography.x509.oid import NameOID
 from vmagent.errors import CommandFailed, NodeUnfit
 from vmagent.pilot.commands.credentials import CheckCredentials
 from vmagent.pilot.commands.node import CheckNode
-from vmagent.testing import run_command
+from vmagent.testing import FakeClock, run_command
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
+
+
+def check(config, options, days_later: float = 0):
+    """check-credentials run on a clock at NOW (plus ``days_later``)."""
+    clock = FakeClock(NOW.timestamp() + days_later * 86400)
+    return run_command(CheckCredentials(), config, options, clock=clock)
 
 
 def cert(
@@ -79,7 +85,7 @@ def host(tmp_path):
 def test_valid_host_certificate(host):
     """A matching, long-valid certificate gives subject, issuer and expiry, and exports its paths."""
     config, options = host()
-    result, _ = run_command(CheckCredentials(), config, options)
+    result, _ = check(config, options)
     assert (
         result.facts["host_subject"] == "CN=vm.example.org"
         and result.facts["host_issuer"] == "CN=CA"
@@ -92,7 +98,7 @@ def test_expired_or_expiring(host, days, message):
     """An expired certificate, or one valid for less than min_valid_hours, is refused."""
     config, options = host(days=days)
     with pytest.raises(CommandFailed) as refused:
-        run_command(CheckCredentials(), config, options)
+        check(config, options)
     assert message in refused.value.message
 
 
@@ -100,7 +106,7 @@ def test_mismatched_key(host):
     """A key that does not belong to the certificate is refused."""
     config, options = host(other_key=True)
     with pytest.raises(CommandFailed) as refused:
-        run_command(CheckCredentials(), config, options)
+        check(config, options)
     assert "does not belong" in refused.value.message
 
 
@@ -108,9 +114,9 @@ def test_world_readable_key_fixed_or_refused(host, tmp_path):
     """A world-readable key is set to 0600 by default, or refused when fix_modes is off."""
     config, options = host(key_mode=0o644)
     with pytest.raises(CommandFailed) as refused:
-        run_command(CheckCredentials(), config, {**options, "fix_modes": False})
+        check(config, {**options, "fix_modes": False})
     assert "others may read a secret" in refused.value.message
-    run_command(CheckCredentials(), config, options)
+    check(config, options)
     assert os.stat(tmp_path / "etc/grid-security/hostkey.pem").st_mode & 0o777 == 0o600
 
 
@@ -126,14 +132,14 @@ def test_proxy_chain(tmp_path):
     path.write_bytes(pem(proxy, proxy_key, user))
     path.chmod(0o600)
     config = make_config(tmp_path, [])
-    result, _ = run_command(CheckCredentials(), config, {"proxy_file": "/tmp/x509up_u0"})
+    result, _ = check(config, {"proxy_file": "/tmp/x509up_u0"})
     assert (
         result.env["X509_USER_PROXY"] == str(path) and result.facts["proxy_issuer"] == "CN=Jane Doe"
     )
     stranger = cert("Someone", ec.generate_private_key(ec.SECP256R1()), "CA", ca_key, 300)
     path.write_bytes(pem(proxy, proxy_key, stranger))
     with pytest.raises(CommandFailed) as refused:
-        run_command(CheckCredentials(), config, {"proxy_file": "/tmp/x509up_u0"})
+        check(config, {"proxy_file": "/tmp/x509up_u0"})
     assert "broken chain" in refused.value.message
 
 
@@ -184,3 +190,11 @@ def test_check_node_refuses_unfit_node_with_500(vm_root):
         "MB needed" in refused.value.message
         and f"cannot connect to 127.0.0.1:{port}" in refused.value.message
     )
+
+
+def test_validity_is_judged_on_the_injected_clock(host):
+    """A certificate valid for 300 days counts as expired on a clock 400 days ahead."""
+    config, options = host()
+    with pytest.raises(CommandFailed) as refused:
+        check(config, options, days_later=400)
+    assert "expired" in refused.value.message

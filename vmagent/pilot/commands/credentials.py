@@ -108,7 +108,7 @@ class CheckCredentials:
         leaf = certs[0]
         if _spki(leaf.public_key()) != _spki(key.public_key()):
             raise CommandFailed(f"{key_path} does not belong to the certificate in {cert_path}")
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.fromtimestamp(ctx.clock.time(), datetime.timezone.utc)
         end = min(_not_after(c) for c in certs)
         if _not_before(leaf) > now:
             raise CommandFailed(f"{cert_path} is not valid before {_not_before(leaf).isoformat()}")
