@@ -9,6 +9,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "masonry.py"
 
 
 def test_masonry_benchmark_figures():
+    """Every workload runs under every policy with sane figures; the clairvoyant one kills nothing."""
     done = subprocess.run(
         [sys.executable, str(BENCH), "--vms", "2", "--bounds", "--json"],
         capture_output=True,
@@ -25,17 +26,15 @@ def test_masonry_benchmark_figures():
         "noisy-estimates-48h",
     }
     for name, by_policy in results.items():
-        assert by_policy["clairvoyant"]["killed"] == 0, (
-            name
-        )  # true runtimes: nothing started too late
+        # true runtimes: nothing started too late
+        assert by_policy["clairvoyant"]["killed"] == 0, name
         for policy, figures in by_policy.items():
             assert 0.5 < figures["good_utilisation"] <= 1.0, (name, policy)
             assert 0.0 <= figures["multicore_share"] <= 1.0, (name, policy)
         bounded = "estimates" in name
         assert ("both" in by_policy) == bounded, name
-        if (
-            bounded
-        ):  # told which payloads will not finish, it stops them instead of running them to the halt
+        if bounded:
+            # told which payloads will not finish, it stops them instead of running them to the halt
             assert (
                 by_policy["told-kills"]["killed"] == 0 and by_policy["told-kills"]["stopped"] > 0
             ), name
