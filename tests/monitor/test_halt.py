@@ -1,157 +1,130 @@
-"""Halting with real payload processes: TERM to each group, grace, KILL for the stubborn, outputs kept."""
+"""Halting with a real slot manager and real payloads: the monitor asks, the slot manager alone signals."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import psutil
-from conftest import monitor_for
-
 from vmagent.clock import SystemClock
-from vmagent.monitor.halt import stop_payloads
+from vmagent.core import stop
+from vmagent.monitor.loop import Monitor
+from vmagent.monitor.policies import Decision
 from vmagent.pool_ce import state as pool_state
+from vmagent.testing import make_config, write_config
 
-# each payload writes its output, starts a grandchild in its own process group, and waits
-POLITE = (
-    "import subprocess, sys, time; open('out', 'w').write('kept');"
-    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
-)
-STUBBORN = (
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); open('out', 'w').write('kept');"
-    "time.sleep(60)"
-)
-
-
-def start_payload(tmp_path, name, code):
-    """A real payload in its own session, as the slot manager starts them, and its state-file entry."""
-    workdir = tmp_path / "scratch" / name
-    workdir.mkdir(parents=True)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=workdir, start_new_session=True)
-    deadline = time.monotonic() + 20
-    while not (workdir / "out").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    entry = {
-        "id": name,
-        "pid": proc.pid,
-        "pgid": proc.pid,
-        "create_time": psutil.Process(proc.pid).create_time(),
-        "workdir": str(workdir),
-        "cores": 1,
-        "started_at": time.time(),
-    }
-    return proc, entry
+DEADLINE = 60
+# blocks SIGTERM and learns who sent each one (si_pid), until a SIGKILL ends it
+STUBBORN = """
+import os, signal
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+with open('ready.tmp', 'w') as fh:
+    fh.write(str(os.getpid()))
+os.rename('ready.tmp', 'ready')
+while True:
+    info = signal.sigwaitinfo({signal.SIGTERM})
+    with open('senders', 'a') as fh:
+        fh.write(f'{info.si_signo} {info.si_pid}\\n')
+"""
 
 
-def group_members(pgid):
-    """Live (non-zombie) processes of a process group."""
-    found = []
-    for proc in psutil.process_iter(["pid", "status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.info["pid"]) == pgid:
-                found.append(proc.info["pid"])
-        except (OSError, psutil.Error):
-            continue
-    return found
-
-
-def test_halt_instruction_stops_real_payloads_and_keeps_outputs(tmp_path, endpoint):
-    """A halt instruction TERMs each payload group, KILLs the one ignoring TERM after the grace, keeps outputs,
-    writes shutdown_message, reports and calls the halt action once."""
-    monitor, action, config = monitor_for(
-        tmp_path, endpoint, SystemClock(), payload_grace_seconds=1.5
-    )
-    polite, polite_entry = start_payload(tmp_path, "polite", POLITE)
-    stubborn, stubborn_entry = start_payload(tmp_path, "stubborn", STUBBORN)
-    assert len(group_members(polite.pid)) == 2  # the payload and its grandchild
-    pool_state.save(
-        config,
-        {
-            "running": [polite_entry, stubborn_entry],
-            "counts": {"done": 3},
-            "total_cores": 2,
-            "free_cores": 0,
-            "total_memory_mb": 1000,
-            "free_memory_mb": 0,
+def sections(tmp_path):
+    return {
+        "slots": {
+            "cores": 1,
+            "memory_mb": 1000,
+            "poll_seconds": 0.2,
+            "wall_grace_seconds": 1.5,
+            "memory_limit": "none",
         },
-    )
-    endpoint.instructions = [{"id": 11, "action": "halt", "reason": "site downtime"}]
-    started = time.monotonic()
-    decision = monitor.run()
-    took = time.monotonic() - started
-    assert (
-        polite.wait(timeout=10) == -signal.SIGTERM and stubborn.wait(timeout=10) == -signal.SIGKILL
-    )
-    assert group_members(polite.pid) == [] and group_members(stubborn.pid) == []
-    assert took >= 1.5, "the stubborn payload had its grace"
-    assert all(
-        (tmp_path / "scratch" / n / "out").read_text() == "kept" for n in ("polite", "stubborn")
-    )
-    assert decision.vacuum_code == 100 and len(action.calls) == 1
-    message = (tmp_path / "var/lib/vmagent/joboutputs/shutdown_message").read_text()
-    assert message == "100 halt requested by http: site downtime"
-    final = endpoint.heartbeats[-1]
-    assert final["status"] == "halting" and final["acks"] == [11] and endpoint.invalid == []
-    assert endpoint.halting == [
-        {
-            "reason": "instruction: halt requested by http: site downtime",
-            "vacuum_code": 100,
-            "message": message,
-        }
-    ]
+        "monitor": {"endpoints": [{"name": "log"}], "halt_action": "exit", "fizzle_seconds": None},
+    }
 
 
-def test_entries_that_do_not_name_a_payload_are_never_signalled(tmp_path):
-    """Group 0 or 1, the monitor's own group, and a pid now owned by another process are skipped."""
-    bystander = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
-    )
+def wait_for(predicate, what):
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def alive(pid):
     try:
-        reused = {
-            "id": "reused",
-            "pid": bystander.pid,
-            "pgid": bystander.pid,
-            "create_time": psutil.Process(bystander.pid).create_time() - 3600,
-        }
-        entries = [
-            {"id": "zero", "pgid": 0},
-            {"id": "init", "pgid": 1},
-            {"id": "self", "pgid": os.getpgid(0)},
-            {"id": "text", "pgid": "12"},
-            reused,
-        ]
-        how = stop_payloads(entries, 0.2, SystemClock())
-        assert all(v.startswith("skipped") for v in how.values()) and len(how) == 5
-        assert "belongs to another process" in how["reused"]
-        assert bystander.poll() is None
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_only_the_slot_manager_signals_payloads_when_the_monitor_halts(tmp_path, caplog):
+    """The monitor's halt (halt action exit) asks a real slot manager to stop a real payload that
+    blocks SIGTERM: every signal the payload receives comes from the slot manager, which then kills
+    it after its grace and records it killed for the halt; the monitor waits for that, then halts."""
+    cfg = write_config(str(tmp_path), [], **sections(tmp_path))
+    spool = tmp_path / "var/spool/vmagent/incoming"
+    spool.mkdir(parents=True)
+    payload = {"id": "stubborn", "cores": 1, "command": [sys.executable, "-c", STUBBORN]}
+    (spool / "stubborn.json").write_text(json.dumps(payload))
+    log = tmp_path / "pool.log"
+    with open(log, "wb") as out:
+        slots = subprocess.Popen(
+            [sys.executable, "-m", "vmagent", "-c", cfg, "pool", "run"],
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    workdir = tmp_path / "scratch/payloads/stubborn"
+    try:
+        pid = int(wait_for(lambda: _read(workdir / "ready"), "the payload to start"))
+        config = make_config(str(tmp_path), [], **sections(tmp_path))
+        monitor = Monitor(config, clock=SystemClock())
+        caplog.set_level(logging.INFO, logger="vmagent.monitor")
+        monitor.halt(Decision("instruction", "halt requested by test: site downtime", 100))
+        assert slots.wait(DEADLINE) == 0, log.read_text()
     finally:
-        bystander.kill()
+        if slots.poll() is None:
+            slots.kill()
+            slots.wait()
+    senders = [line.split() for line in (workdir / "senders").read_text().splitlines()]
+    assert senders, "the payload got no SIGTERM"
+    assert all(int(who) == slots.pid for _, who in senders), (senders, slots.pid)
+    assert not alive(pid)
+    result = json.loads((tmp_path / "var/lib/vmagent/pool/results.jsonl").read_text())
+    assert result["outcome"] == "killed" and "halt requested by test" in result["reason"], result
+    assert "the slot manager stopped every payload" in caplog.text, caplog.text
+    with open(os.path.join(config.path("paths.state_dir"), "shutdown_message")) as fh:
+        assert fh.read() == "100 halt requested by test: site downtime"
+    assert stop.requested(config) == "halt: halt requested by test: site downtime"
+
+
+def test_without_a_slot_manager_the_halt_goes_on_and_says_so(tmp_path, caplog):
+    """A state that still lists a payload but no slot manager holding its lock: the monitor signals
+    nothing, does not wait, logs what it found and halts."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        config = make_config(str(tmp_path), [], **sections(tmp_path))
+        entry = {"id": "orphan", "pid": bystander.pid, "pgid": bystander.pid, "cores": 1}
+        pool_state.save(config, {"running": [entry], "counts": {}})
+        caplog.set_level(logging.INFO, logger="vmagent.monitor")
+        Monitor(config, clock=SystemClock()).halt(Decision("instruction", "test", 100))
+        assert bystander.poll() is None
+        assert "the slot manager is not running; 1 payloads left" in caplog.text, caplog.text
+        assert stop.requested(config) is None
+    finally:
+        bystander.send_signal(signal.SIGKILL)
         bystander.wait()
 
 
-def test_a_group_whose_leader_exited_is_still_stopped(tmp_path):
-    """Members left behind by a payload whose leader exited are still TERMed through the group."""
-    code = (
-        "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
-        "print('started', flush=True)"
-    )
-    leader = subprocess.Popen(
-        [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True
-    )
-    assert leader.stdout.readline().strip() == "started"
-    leader.wait(timeout=10)
-    leader.stdout.close()
-    assert group_members(leader.pid)
-    how = stop_payloads(
-        [{"id": "orphans", "pid": leader.pid, "pgid": leader.pid, "create_time": 1.0}],
-        5,
-        SystemClock(),
-    )
-    assert how == {"orphans": "terminated"}
-    deadline = time.monotonic() + 10
-    while group_members(leader.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert group_members(leader.pid) == []
+def _read(path):
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmagent.pool_ce.allocator import AllocationError, Allocator
+from vmagent.errors import AllocationError
+from vmagent.pool_ce.allocator import Allocator
 from vmagent.pool_ce.masonry import (
     Backfill,
     Fifo,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from vmagent.errors import CgroupUnavailable
 from vmagent.pool_ce import cgroups
 
 
@@ -90,13 +91,14 @@ def test_unusable_hierarchies_say_why(tmp_path, case, expected):
         (base / "cgroup.subtree_control").rename(base / "elsewhere")
         (base / "cgroup.subtree_control").mkdir()
         (base / "cgroup.procs").write_text("")
-    with pytest.raises(cgroups.CgroupUnavailable, match=expected):
+    with pytest.raises(CgroupUnavailable, match=expected):
         cgroups.PayloadGroups.setup("i-1", str(mount), str(proc))
     if case == "busy":  # nothing half-done: the slot manager is back in its own group
         assert (base / "cgroup.procs").read_text() == str(os.getpid())
 
 
 def test_own_group_reads_the_unified_line(tmp_path):
+    """The slot manager's own group is the cgroup v2 line of /proc/self/cgroup; None without one."""
     proc = tmp_path / "cgroup"
     proc.write_text("12:memory:/x\n0::/user.slice/session-1.scope\n")
     assert cgroups.own_group(str(proc)) == "/user.slice/session-1.scope"
@@ -127,6 +129,7 @@ def test_as_root_payload_groups_live_beside_systemds_slices(tmp_path, monkeypatc
 
 
 def test_without_root_the_own_delegated_group_is_used(tmp_path, monkeypatch):
+    """Not root: payload groups live below the slot manager's own delegated group, none below vmagent/."""
     mount, base, proc = hierarchy(tmp_path)
     (mount / "cgroup.subtree_control").write_text("cpu memory\n")
     monkeypatch.setattr(cgroups.os, "geteuid", lambda: 1000)

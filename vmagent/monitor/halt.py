@@ -1,26 +1,34 @@
-"""Stopping payloads and the VM: halt actions (``vmagent.halt_actions``) and the payload stopper.
+"""Halting the VM: the payloads stopped by the slot manager, the halt actions (``vmagent.halt_actions``).
 
-A halt action is a class built with ``(config)`` and called once with the decision. The payload
-stopper signals process groups named in the slot manager's state file, so it checks each entry
-first: a group id must be a real payload's (never 0, 1 or the monitor's own group) and, when the
-leader still runs, it must be the process the slot manager started (same creation time), not a
-stranger that inherited a reused pid. Work directories are never touched.
+The monitor never signals a payload: the slot manager alone does. Halting, it asks the slot
+manager to stop every payload (a stop request, ``vmagent.core.stop``) and waits until the slot
+manager's state shows nothing running or the slot manager has gone, at most the slot manager's
+grace (``slots.wall_grace_seconds``) plus a margin for it to notice, reap and write. Whatever it
+found, the halt goes on. A halt action is a class built with ``(config)`` and called once with the
+decision.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
-import signal
-from typing import Any, Callable, Dict, List, Mapping, Optional
-
-import psutil
+import time
+from typing import Any, Callable, List, Optional, Tuple
 
 from ..clock import Clock
 from ..config import Config
+from ..core import layout, pool_view, stop
+from ..core.files import write_atomic
 from ..process import run
+from . import sd_notify
+from .links import Call
 
 log = logging.getLogger("vmagent.monitor")
+# beyond the slot manager's grace: a tick to see the request, then reaping and writing its state
+STOP_MARGIN_SECONDS = 15.0
+POLL_SECONDS = 0.2
 
 
 class Poweroff:
@@ -50,74 +58,101 @@ class ExitProcess:
         )
 
 
-def stop_payloads(
-    running: List[Mapping[str, Any]],
-    grace: float,
+def halt_sequence(
+    config: Config,
     clock: Clock,
-    tick: Optional[Callable[[], None]] = None,
-) -> Dict[str, str]:
-    """SIGTERM each payload's process group, wait up to ``grace``, SIGKILL what is left.
+    decision: Any,
+    drain: Callable[[str], None],
+    final_reports: Callable[[Any], None],
+) -> None:
+    """Drain, have the slot manager stop the payloads, shutdown_message, the final reports; the
+    caller then runs the halt action."""
+    log.warning(
+        "halting: %s [%s, vacuum code %d]", decision.reason, decision.policy, decision.vacuum_code
+    )
+    sd_notify.notify(f"STATUS=halting: {decision.message}")
+    drain(f"halting: {decision.reason}")
+    stop_payloads(config, f"halt: {decision.reason}", clock, pet_watchdog)
+    message = os.path.join(config.path("paths.state_dir"), "shutdown_message")
+    write_atomic(message, decision.message, 0o644)
+    final_reports(decision)
+    sd_notify.notify(f"STOPPING=1\nSTATUS=halting: {decision.message}")
 
-    Returns how each payload ended: ``terminated``, ``killed``, ``gone`` (nothing left to signal) or
-    ``skipped: why`` (an entry that does not name a payload of ours). ``tick`` runs while waiting
-    (the systemd watchdog).
+
+def pet_watchdog() -> None:
+    sd_notify.notify("WATCHDOG=1")
+
+
+def await_calls(calls: List[Tuple[str, Call]], end: float, bound: float) -> None:
+    """Wait for the final reports' calls until ``end`` (real time: they are real I/O), petting the
+    watchdog; log those left unanswered (``bound``: the seconds they had in all)."""
+    for name, call in calls:
+        while not call.wait(min(1.0, end - time.monotonic())) and time.monotonic() < end:
+            pet_watchdog()
+        if not call.done():
+            log.warning(
+                "%s: final reports unanswered after %g s; halting without them", name, bound
+            )
+
+
+def stop_payloads(
+    config: Config, reason: str, clock: Clock, tick: Optional[Callable[[], None]] = None
+) -> str:
+    """Ask the slot manager to stop every payload, wait for it (bounded), say what was found.
+
+    ``tick`` runs while waiting (the systemd watchdog). Never raises for what it finds: the halt
+    goes on in every case.
     """
-    how: Dict[str, str] = {}
-    groups: Dict[str, int] = {}
-    for entry in running:
-        ident = str(entry.get("id"))
-        pgid, why = _group_of(entry)
-        if pgid is None:
-            how[ident] = f"skipped: {why}"
-            log.error("not signalling payload %s: %s", ident, why)
-            continue
-        groups[ident] = pgid
-        how[ident] = "terminated" if _signal(pgid, signal.SIGTERM) else "gone"
-    deadline = clock.monotonic() + grace
-    while groups and clock.monotonic() < deadline and any(_group_alive(g) for g in groups.values()):
-        if tick:
+    running = _running_ids(config)
+    if not running:
+        return "no payload running"
+    if not slot_manager_running(config):
+        found = f"the slot manager is not running; {len(running)} payloads left to the halt action"
+        log.error("halting: %s (%s)", found, ", ".join(running))
+        return found
+    stop.request(config, reason)
+    slots = config.section("slots")
+    bound = float(slots["wall_grace_seconds"]) + float(slots["poll_seconds"]) + STOP_MARGIN_SECONDS
+    log.warning(
+        "halting: asked the slot manager to stop %d payloads (%s); waiting up to %g s",
+        len(running),
+        ", ".join(running),
+        bound,
+    )
+    deadline = clock.monotonic() + bound
+    while running and clock.monotonic() < deadline and slot_manager_running(config):
+        if tick is not None:
             tick()
-        clock.sleep(0.2)
-    for ident, pgid in groups.items():
-        if _group_alive(pgid) and _signal(pgid, signal.SIGKILL):
-            how[ident] = "killed"
-            log.warning("payload %s ignored SIGTERM for %g s: killed", ident, grace)
-    return how
+        clock.sleep(POLL_SECONDS)
+        running = _running_ids(config)
+    if not running:
+        found = "the slot manager stopped every payload"
+    elif not slot_manager_running(config):
+        found = f"the slot manager has gone, its state still shows {', '.join(running)} running"
+    else:
+        found = f"still running after {bound:g} s: {', '.join(running)}"
+    (log.info if not running else log.error)("halting: %s", found)
+    return found
 
 
-def _group_of(entry: Mapping[str, Any]) -> tuple[Optional[int], str]:
-    pgid, pid = entry.get("pgid"), entry.get("pid")
-    if not isinstance(pgid, int) or isinstance(pgid, bool) or pgid <= 1:
-        return None, f"bad process group {pgid!r}"
-    if pgid == os.getpgid(0):
-        return None, "it names the monitor's own process group"
-    leader = pid if isinstance(pid, int) and pid == pgid else pgid
-    recorded = entry.get("create_time")
+def _running_ids(config: Config) -> list:
+    return sorted(str(entry.get("id")) for entry in pool_view.running(config))
+
+
+def slot_manager_running(config: Config) -> bool:
+    """A slot manager holds its lock (``<state_dir>/pool/lock``, docs/contracts.md).
+
+    Asked by taking the lock shared for an instant: a slot manager starting in that instant would
+    exit at once, which during a halt is what is wanted anyway.
+    """
     try:
-        proc = psutil.Process(leader)
-        if isinstance(recorded, (int, float)) and abs(proc.create_time() - float(recorded)) >= 1.0:
-            return None, f"pid {leader} now belongs to another process ({proc.name()})"
-    except psutil.NoSuchProcess:
-        pass  # the leader exited; members left in its group are still the payload's
-    except psutil.Error as exc:
-        return None, f"cannot inspect pid {leader}: {exc}"
-    return pgid, ""
-
-
-def _signal(pgid: int, sig: int) -> bool:
+        fd = os.open(layout.pool_lock(config), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: no slot manager ever ran here
     try:
-        os.killpg(pgid, sig)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def _group_alive(pgid: int) -> bool:
-    """Some process of the group still runs (zombies do not count: their parent reaps them)."""
-    for proc in psutil.process_iter(["pid", "status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.info["pid"]) == pgid:
-                return True
-        except (OSError, psutil.Error):
-            continue
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    finally:
+        os.close(fd)  # closing releases a lock taken here
     return False

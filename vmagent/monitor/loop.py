@@ -25,10 +25,9 @@ from .. import mjf, plugins
 from ..clock import Clock, SystemClock
 from ..config import Config
 from ..core import drain as drain_request
-from ..core import layout, pool_view
-from ..core.files import write_atomic
+from ..core import layout
 from . import sd_notify
-from .halt import stop_payloads
+from .halt import await_calls, halt_sequence, pet_watchdog
 from .instructions import Instruction
 from .links import Call, Link, build_links, final_reports
 from .policies import Decision, Policies
@@ -130,7 +129,7 @@ class Monitor:
             if not pending:
                 break
             if not pending[0].wait(min(1.0, end - time.monotonic())):
-                self._pet_watchdog()
+                pet_watchdog()
         self.collect()
 
     def tick(self) -> None:
@@ -317,41 +316,12 @@ class Monitor:
     # --- halting ----------------------------------------------------------------------------------
 
     def halt(self, decision: Decision) -> None:
-        """Drain, stop payloads (TERM, grace, KILL), shutdown_message, final heartbeat, halt action; once."""
+        """The halt sequence (``halt.halt_sequence``), once."""
         if self.halting:
             return
         self.halting = True
-        log.warning(
-            "halting: %s [%s, vacuum code %d]",
-            decision.reason,
-            decision.policy,
-            decision.vacuum_code,
-        )
-        sd_notify.notify(f"STATUS=halting: {decision.message}")
-        self.drain(f"halting: {decision.reason}")
-        running = (pool_view.load(self.config) or {}).get("running", [])
-        if isinstance(running, list) and running:
-            how = stop_payloads(
-                [e for e in running if isinstance(e, dict)],
-                self.settings["payload_grace_seconds"],
-                self.clock,
-                tick=self._pet_watchdog,
-            )
-            log.warning(
-                "payloads stopped: %s", ", ".join(f"{k} {v}" for k, v in sorted(how.items()))
-            )
-        write_atomic(
-            os.path.join(self.config.path("paths.state_dir"), "shutdown_message"),
-            decision.message,
-            0o644,
-        )
-        self.final_reports(decision)
-        sd_notify.notify(f"STOPPING=1\nSTATUS=halting: {decision.message}")
+        halt_sequence(self.config, self.clock, decision, self.drain, self.final_reports)
         self.halt_action(decision)
-
-    @staticmethod
-    def _pet_watchdog() -> None:
-        sd_notify.notify("WATCHDOG=1")
 
     def final_reports(self, decision: Decision) -> None:
         """A last heartbeat (status halting) and the halting notice to every endpoint, all at once, each
@@ -372,14 +342,9 @@ class Monitor:
                 end,
             )
             calls.append(
-                (link, Call(f"{link.name} final reports", work, self.wake, self.clock.monotonic()))
-            )
-        for link, call in calls:
-            while not call.wait(min(1.0, end - time.monotonic())) and time.monotonic() < end:
-                self._pet_watchdog()
-            if not call.done():
-                log.warning(
-                    "%s: final reports unanswered after %g s; halting without them",
+                (
                     link.name,
-                    bound,
+                    Call(f"{link.name} final reports", work, self.wake, self.clock.monotonic()),
                 )
+            )
+        await_calls(calls, end, bound)

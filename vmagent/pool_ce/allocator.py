@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, Mapping, Sequence, Tuple
 
-from ..errors import VmagentError
-
-
-class AllocationError(VmagentError):
-    """An allocation that would over-book the VM, or a release of something never held."""
-
-    code = "allocation-error"
+from ..errors import AllocationError
 
 
 class Allocator:

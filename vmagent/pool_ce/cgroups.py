@@ -20,18 +20,12 @@ import os
 import re
 from typing import Dict, List, Optional
 
-from ..errors import VmagentError
+from ..errors import CgroupUnavailable
 
 log = logging.getLogger("vmagent.pool")
 
 MOUNT = "/sys/fs/cgroup"
 SUPERVISOR = "supervisor"
-
-
-class CgroupUnavailable(VmagentError):
-    """cgroup v2 memory limits cannot be used here; the message says why."""
-
-    code = "cgroup-unavailable"
 
 
 def _read(path: str) -> str:

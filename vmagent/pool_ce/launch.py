@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 
 from ..core import layout
 from ..errors import CommandFailed
-from ..pilot.command import Context, Result
+from ..pilot import Context, Result
 from . import state
 
 UNIT = "vmagent-slots.service"

@@ -35,7 +35,11 @@ class Reaper:
         """Record every payload that has ended since the last look; whether any had."""
         changed = False
         for slot in list(self.table.running.values()):
-            if slot.popen is not None:
+            if slot.leader_end is not None:
+                if not process.group_alive(slot.pgid):  # the rest of its group has gone too
+                    self.end(slot, *slot.leader_end)
+                    changed = True
+            elif slot.popen is not None:
                 changed |= self._reap_child(slot)
             elif not process.same_process(slot.pid, slot.create_time):
                 self.end(slot, executor.exit_code_file(slot.workdir), None, None)
@@ -55,6 +59,11 @@ class Reaper:
             code = executor.exit_code_file(slot.workdir)
         cpu = (usage.ru_utime + usage.ru_stime) if usage else None
         rss = executor.payload_max_rss(usage.ru_maxrss * 1024 if usage else None, slot.spawn_rss)
+        if slot.state is SlotState.STOPPING and process.group_alive(slot.pgid):
+            # the wrapper shell died of SIGTERM; the payload's own processes get their grace too
+            slot.leader_end = (code, cpu, rss)
+            slot.popen = None
+            return False
         self.end(slot, code, cpu, rss)
         return True
 
@@ -65,8 +74,6 @@ class Reaper:
         groups = self.table.groups
         usage = groups.usage(slot.id) if groups else {}
         outcome, reason = self._outcome(slot, code, usage.get("oom_kills"))
-        if slot.state is SlotState.STOPPING and process.group_alive(slot.pgid):
-            process.signal_group(slot.pgid, signal.SIGKILL)  # its leader has gone: no stragglers
         slot.to(SlotState.ENDED)
         cpu_usec = usage.get("cpu_usec")
         if cpu_usec is not None:

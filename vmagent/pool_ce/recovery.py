@@ -15,8 +15,8 @@ from .. import process, schemas
 from ..clock import Clock
 from ..config import Config, apply_defaults
 from ..core import layout
+from ..errors import AllocationError
 from . import executor, state
-from .allocator import AllocationError
 from .reaper import Reaper
 from .results import Results
 from .slot import Slot, Table

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .allocator import Allocator
 from .cgroups import PayloadGroups
@@ -39,6 +39,8 @@ class Slot:
     spawn_rss: Optional[int] = None
     cpus_unknown: bool = False  # recovered without its CPUs: it may use any core
     state_lost: bool = False  # recovered without a state entry: "lost" if gone without exit code
+    # stopping, its leader reaped while others of its group live on: how the leader ended
+    leader_end: Optional[Tuple[Optional[int], Optional[float], Optional[int]]] = None
     state: SlotState = SlotState.STARTING
 
     @property

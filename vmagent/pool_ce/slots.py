@@ -24,6 +24,7 @@ from .. import plugins
 from ..clock import Clock, SystemClock
 from ..config import Config
 from ..core import drain, instance, stop
+from ..errors import CgroupUnavailable
 from . import cgroups, executor, state
 from .allocator import Allocator
 from .masonry import RuntimeLearner
@@ -223,7 +224,7 @@ class SlotManager:
             return
         try:
             groups = cgroups.PayloadGroups.setup(instance.instance_id(self.config))
-        except cgroups.CgroupUnavailable as exc:
+        except CgroupUnavailable as exc:
             if mode == "cgroup":
                 raise
             log.info("memory limits: RLIMIT_AS, since cgroup v2 is not usable (%s)", exc.message)

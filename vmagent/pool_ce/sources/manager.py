@@ -26,7 +26,7 @@ class ManagerSource:
     name = "manager"
 
     def __init__(self, config: Config) -> None:
-        from ...client.manager import ManagerClient, vm_credentials
+        from ...client import ManagerClient, vm_credentials
 
         self.config = config
         self.vm_id, _ = vm_credentials(config)
