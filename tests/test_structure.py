@@ -244,9 +244,9 @@ def unpackaged() -> List[str]:
     return sorted(name for name in MODULES if is_package(name) and name not in listed)
 
 
-def suite_tests() -> Iterator[Tuple[Path, ast.Module, ast.FunctionDef]]:
-    """Every test function of the suite with its file and the file's syntax tree."""
-    for path in sorted(TESTS.rglob("test_*.py")):
+def suite_tests(root: Path = TESTS) -> Iterator[Tuple[Path, ast.Module, ast.FunctionDef]]:
+    """Every test function under ``root`` with its file and the file's syntax tree."""
+    for path in sorted(root.rglob("test_*.py")):
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
@@ -265,10 +265,10 @@ def checks_something(node: ast.AST) -> bool:
     return False
 
 
-def unchecked_tests() -> List[str]:
+def unchecked_tests(root: Path = TESTS) -> List[str]:
     """Tests without an assertion of their own or in a helper of their file that they call."""
     found = []
-    for path, tree, test in suite_tests():
+    for path, tree, test in suite_tests(root):
         helpers = {
             node.name: node
             for node in tree.body
@@ -281,17 +281,24 @@ def unchecked_tests() -> List[str]:
             for chain in [dotted(inner.func) or [""]]
         }
         if not checks_something(test) and not (called & set(helpers)):
-            found.append(f"{path.relative_to(REPO)}::{test.name}")
+            found.append(f"{shown(path)}::{test.name}")
     return found
 
 
-def undocumented_tests() -> List[str]:
-    """Tests without a docstring."""
-    return [
-        f"{path.relative_to(REPO)}::{test.name}"
-        for path, _, test in suite_tests()
-        if not (ast.get_docstring(test) or "").strip()
-    ]
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+def undocumented_tests(root: Path = TESTS) -> List[str]:
+    """Tests without a docstring, or whose docstring says more than one sentence."""
+    found = []
+    for path, _, test in suite_tests(root):
+        text = " ".join((ast.get_docstring(test) or "").split())
+        name = f"{shown(path)}::{test.name}"
+        if not text:
+            found.append(f"{name}: no docstring")
+        elif len(SENTENCE_BREAK.split(text)) > 1:
+            found.append(f"{name}: a docstring of {len(SENTENCE_BREAK.split(text))} sentences")
+    return found
 
 
 def listing(found: List[str]) -> str:
@@ -332,9 +339,8 @@ def test_every_package_is_shipped():
 
 
 def test_every_test_checks_something_and_says_what():
-    """Every test of the suite has a docstring and an assertion (its own or a helper's)."""
-    found = [f"{name}: no docstring" for name in undocumented_tests()]
-    found += [f"{name}: no assertion" for name in unchecked_tests()]
+    """Every test of the suite has a one-sentence docstring and an assertion (its own or a helper's)."""
+    found = undocumented_tests() + [f"{name}: no assertion" for name in unchecked_tests()]
     assert not found, "tests that say or check nothing:" + listing(found)
 
 
@@ -374,6 +380,28 @@ def test_the_rules_refuse_a_module_that_breaks_them(tmp_path, monkeypatch):
     assert f"{planted}: {MAX_LINES + 7} lines" in oversized()
 
 
+def test_the_rules_refuse_tests_that_say_or_check_nothing(tmp_path):
+    """Planted tests without a docstring, with two sentences or without an assertion are named."""
+    planted = tmp_path / "test_planted.py"
+    planted.write_text(
+        "def check(x):\n"
+        "    assert x\n\n"
+        "def test_quiet():\n"
+        "    check(1)\n\n"
+        "def test_talkative():\n"
+        '    """It runs. It checks nothing."""\n\n'
+        "def test_fine():\n"
+        '    """Raising is a check, e.g. of a refusal."""\n'
+        "    with pytest.raises(ValueError):\n"
+        "        int('x')\n"
+    )
+    assert undocumented_tests(tmp_path) == [
+        f"{planted}::test_quiet: no docstring",
+        f"{planted}::test_talkative: a docstring of 2 sentences",
+    ]
+    assert unchecked_tests(tmp_path) == [f"{planted}::test_talkative"]
+
+
 def report() -> str:
     """The imports between subsystems, each marked, then what every rule refuses now."""
     lines = ["imports between subsystems (ok: through the package's __all__; NO: internals):"]
@@ -391,7 +419,7 @@ def report() -> str:
         ),
         (f"modules over {MAX_LINES} lines", oversized()),
         ("packages missing from pyproject.toml", unpackaged()),
-        ("tests without a docstring", undocumented_tests()),
+        ("tests without a one-sentence docstring", undocumented_tests()),
         ("tests without an assertion", unchecked_tests()),
     ]
     for title, found in rules:
