@@ -1,4 +1,4 @@
-"""The package's structure (issue #20), read from the source with ``ast``: who imports whom, sizes.
+"""The package's structure (issue #20) read from the source: who imports whom, sizes, tests.
 
 Nothing of vmagent is imported: each module's imports are read from its syntax tree, relative
 imports resolved against its package. ``python tests/test_structure.py`` prints the imports between
@@ -32,7 +32,7 @@ class Import(NamedTuple):
     line: int
 
     def describe(self) -> str:
-        """``importer:line -> target[.name]`` as failure messages list it."""
+        """``importer:line -> target`` or ``importer:line -> package:name``, as failures list it."""
         what = self.target if self.name is None else f"{self.target}:{self.name}"
         return f"{self.module}:{self.line} -> {what}"
 
