@@ -47,7 +47,7 @@ def review(doc: Dict[str, Any]) -> Tuple[Tuple[config.CommandSpec, ...], List[Pr
     commands, found = config.checked(doc)
     found += _plugins(doc)
     found += _pilots(doc)
-    found += _accounts(doc)
+    found += accounts(doc)
     return commands, sorted(set(found))
 
 
@@ -55,7 +55,7 @@ def _plugins(doc: Mapping[str, Any]) -> List[Problem]:
     monitor, slots = _section(doc, "monitor"), _section(doc, "slots")
     wanted: List[Tuple[str, Any, Any, str]] = []
     for i, entry in enumerate(_list(monitor.get("endpoints"))):
-        if isinstance(entry, dict):
+        if isinstance(entry, Mapping):
             wanted.append(
                 ("endpoints", entry.get("name"), entry.get("options"), f"monitor.endpoints.{i}")
             )
@@ -66,7 +66,7 @@ def _plugins(doc: Mapping[str, Any]) -> List[Problem]:
     ]
     found: List[Problem] = []
     for group, name, options, where in wanted:
-        if not isinstance(name, str) or not isinstance(options, (dict, type(None))):
+        if not isinstance(name, str) or not (options is None or isinstance(options, Mapping)):
             continue  # a wrong shape is the schema's to report
         named = f"{where}.name" if group == "endpoints" else where
         plugin, problems_ = plugins.examine(
@@ -98,8 +98,11 @@ def _pilots(doc: Mapping[str, Any]) -> List[Problem]:
     return []
 
 
-def _accounts(doc: Mapping[str, Any]) -> List[Problem]:
-    """Accounts payloads and pilots run as, looked up on this machine as the slot manager will."""
+def accounts(doc: Mapping[str, Any]) -> List[Problem]:
+    """Accounts payloads and pilots run as, looked up on this machine as the slot manager will.
+
+    ``doc`` may be a parsed document or a ``Config``'s frozen ``data``.
+    """
     slots = _section(doc, "slots")
     pilot = _section(slots, "pilot")
     keys = [("slots.payload_user", slots.get("payload_user"))]
@@ -117,11 +120,11 @@ def _accounts(doc: Mapping[str, Any]) -> List[Problem]:
 
 def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     value = doc.get(name)
-    return value if isinstance(value, dict) else {}
+    return value if isinstance(value, Mapping) else {}
 
 
 def _list(value: Any) -> List[Any]:
-    return value if isinstance(value, list) else []
+    return list(value) if isinstance(value, (list, tuple)) else []
 
 
 def load_for_monitor(path: str) -> config.Config:
