@@ -189,7 +189,14 @@ def in_area(module: str, area: Tuple[str, ...]) -> bool:
 VM_SIDE = tuple(f"vmagent.{name}" for name in SUBSYSTEMS) + ("vmagent.core",)
 FOUNDATION = tuple(
     sorted(module_name(path) for path in PACKAGE.glob("config*.py"))
-    + ["vmagent.errors", "vmagent.clock", "vmagent.plugins", "vmagent.process", "vmagent.schemas"]
+    + [
+        "vmagent.errors",
+        "vmagent.clock",
+        "vmagent.interfaces",
+        "vmagent.plugins",
+        "vmagent.process",
+        "vmagent.schemas",
+    ]
 )
 
 

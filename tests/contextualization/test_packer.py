@@ -33,11 +33,9 @@ def test_templates_are_formatted():
 
 
 def test_templates_validate(tmp_path):
-    """'packer validate' accepts the qemu and amazon-ebs sources, and the syntax of all three.
-
-    The openstack builder authenticates against Keystone while validating, which needs a cloud: it is
-    checked for syntax only here.
-    """
+    """'packer validate' accepts the qemu and amazon-ebs sources, and the syntax of all three."""
+    # The openstack builder authenticates against Keystone while validating, which needs a cloud:
+    # it is checked for syntax only here.
     where = copy_without_plugins(tmp_path)
     done = subprocess.run(
         ["packer", "validate", "-only=qemu.vmagent,amazon-ebs.vmagent", *VARS, "."],

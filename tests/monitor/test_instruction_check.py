@@ -50,6 +50,7 @@ def test_agrees_with_the_schema(doc):
 
 
 def test_actions_match_the_schema():
+    """The actions and fields the monitor obeys are exactly those the instruction schema allows."""
     instruction = schemas.get("instruction")
     assert tuple(instruction["properties"]["action"]["enum"]) == instructions.ACTIONS
     assert set(instruction["properties"]) == set(instructions.FIELDS)
