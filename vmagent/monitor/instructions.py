@@ -5,6 +5,10 @@ An endpoint answers a heartbeat with a list of instructions (vmagent/schemas/ins
 type, an answer that is not a list) is refused and logged, never executed. The manager re-sends an
 instruction until a later heartbeat acknowledges its id, so ids already carried out are only
 acknowledged again.
+
+Carrying one out (``carry_out``) is a ``handle_<action>`` function of this module: a drain writes
+the drain request, a shutdown_at moves the MJF shutdowntime, a halt returns the decision to halt,
+which the monitor acts on.
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .. import mjf
+from ..clock import Clock
+from ..config import Config
+from ..core import drain as drain_request
+from .policies import Decision
 
 log = logging.getLogger("vmagent.monitor")
 
@@ -149,3 +159,54 @@ class Inbox:
     def delivered(self, acked: List[int]) -> None:
         """A heartbeat carrying ``acked`` reached the endpoint."""
         self.pending_acks = [i for i in self.pending_acks if i not in acked]
+
+
+def carry_out(instruction: Instruction, config: Config, clock: Clock) -> Optional[Decision]:
+    """Carry out one validated instruction; a halt instruction returns its decision, others None."""
+    log.warning(
+        "instruction %d from %s: %s%s",
+        instruction.id,
+        instruction.source,
+        instruction.action,
+        f" ({instruction.reason})" if instruction.reason else "",
+    )
+    return HANDLERS[instruction.action](instruction, config, clock)
+
+
+def handle_drain(instruction: Instruction, config: Config, clock: Clock) -> None:
+    """Drain, giving the instruction's reason or who asked."""
+    drain(config, instruction.reason or f"requested by {_sender(instruction)}")
+
+
+def handle_halt(instruction: Instruction, config: Config, clock: Clock) -> Decision:
+    """The decision to halt (vacuum code 100), naming who asked and why."""
+    reason = f"halt requested by {_sender(instruction)}"
+    if instruction.reason:
+        reason += f": {instruction.reason}"
+    return Decision("instruction", reason, 100)
+
+
+def handle_shutdown_at(instruction: Instruction, config: Config, clock: Clock) -> None:
+    """Announce the new shutdown time (never closer than grace_secs: ``mjf.update_shutdowntime``)."""
+    asked = float(instruction.shutdown_at or 0)
+    written = mjf.update_shutdowntime(config, asked, clock=clock)
+    log.warning("shutdown time now %d (asked %d)", written, int(asked))
+
+
+Handler = Callable[[Instruction, Config, Clock], Optional[Decision]]
+HANDLERS: Dict[str, Handler] = {
+    "drain": handle_drain,
+    "halt": handle_halt,
+    "shutdown_at": handle_shutdown_at,
+}
+
+
+def drain(config: Config, reason: str) -> None:
+    """Ask the slot manager to start nothing new, and DIRAC pilots to stop matching jobs."""
+    drain_request.request(config, reason)
+    log.warning("draining: %s", reason)
+
+
+def _sender(instruction: Instruction) -> str:
+    """The endpoint's plugin name (``http`` for link ``http#0``)."""
+    return instruction.source.split("#")[0]

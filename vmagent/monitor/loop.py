@@ -8,6 +8,10 @@ Endpoint calls run in worker threads (vmagent.monitor.links), one in flight per 
 never waits on one for more than a second at a time, so the watchdog, the policies, the other
 endpoints and a stop signal are attended to whatever an endpoint does. Waiting for a call's answer
 is real time (the call is real I/O), whatever the injected clock.
+
+The loop decides when and dispatches; the parts live beside it: beat timing and the time left in
+vmagent.monitor.schedule, carrying out instructions in vmagent.monitor.instructions, the halt
+sequence in vmagent.monitor.halt.
 """
 
 from __future__ import annotations
@@ -19,19 +23,19 @@ import signal
 import threading
 import time
 from functools import partial
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional
 
-from .. import mjf, plugins
+from .. import plugins
 from ..clock import Clock, SystemClock
 from ..config import Config
-from ..core import drain as drain_request
 from ..core import layout
 from . import sd_notify
 from .halt import await_calls, halt_sequence, pet_watchdog
-from .instructions import Instruction
+from .instructions import Instruction, carry_out, drain
 from .links import Call, Link, build_links, final_reports
 from .policies import Decision, Policies
 from .sampler import Sampler, heartbeat
+from .schedule import Schedule, outage, shutdown_time
 
 log = logging.getLogger("vmagent.monitor")
 
@@ -54,6 +58,7 @@ class Monitor:
         self.config, self.settings = config, config.section("monitor")
         self.clock, self.rng = clock or SystemClock(), rng or random.Random()
         self.sampler = Sampler(config, self.clock, boot_time)
+        self.schedule = Schedule(self.settings, self.rng, self.sampler.boot_time)
         self.policies = Policies(self.settings, self.sampler.boot_time, self.clock.time(), self.rng)
         self.instance_id = detect_instance_id(config)
         self.links = build_links(config, endpoints)
@@ -139,7 +144,7 @@ class Monitor:
         sd_notify.notify(f"WATCHDOG=1\nSTATUS={self.status()}, heartbeat {self.seq}")
         self.collect()
         sample = None
-        shutdown_at, grace = self.shutdown_time()
+        shutdown_at, grace = shutdown_time(self.config)
         if mono >= self.next_check:
             self.next_check = mono + self.settings["check_seconds"]
             sample = self.sampler.take()
@@ -147,11 +152,11 @@ class Monitor:
         for link in self.links:
             if self.decision is None and mono >= link.next_at:
                 if link.call is not None:
-                    link.skip(mono, self._period(link))
+                    link.skip(mono, self.schedule.period(link))
                     continue
                 sample = sample or self.sampler.take()
-                self.beat(link, sample, self.remaining(now, shutdown_at))
-        self.decision = self.decision or self._outage(now)
+                self.beat(link, sample, self.schedule.remaining(now, shutdown_at))
+        self.decision = self.decision or outage(self.links, now, self.started)
         if self.decision is not None:
             log.warning(
                 "decision: %s [%s, vacuum code %d]",
@@ -171,14 +176,14 @@ class Monitor:
     def preview(self) -> Dict[str, Any]:
         """What one pass would send and decide now, without sending or changing anything."""
         sample, now = self.sampler.take(), self.clock.time()
-        shutdown_at, grace = self.shutdown_time()
+        shutdown_at, grace = shutdown_time(self.config)
         decision = self.policies.check(now, sample, shutdown_at, grace)
         body = heartbeat(
             sample,
             instance_id=self.instance_id,
             seq=0,
             status=self.status(),
-            remaining=self.remaining(now, shutdown_at),
+            remaining=self.schedule.remaining(now, shutdown_at),
         )
         return {
             "heartbeat": body,
@@ -192,21 +197,6 @@ class Monitor:
                 "vacuum_code": decision.vacuum_code,
             },
         }
-
-    def shutdown_time(self) -> Tuple[Optional[float], float]:
-        values = mjf.read_features(
-            mjf.machine_dir(self.config), keys=("shutdowntime", "grace_secs")
-        ).values
-        shutdown = values.get("shutdowntime")
-        return (float(shutdown) if shutdown is not None else None), float(
-            values.get("grace_secs", 0)
-        )
-
-    def remaining(self, now: float, shutdown_at: Optional[float]) -> Optional[float]:
-        ends = [shutdown_at] if shutdown_at is not None else []
-        if self.settings["lifetime_seconds"]:
-            ends.append(self.sampler.boot_time + self.settings["lifetime_seconds"])
-        return round(min(ends) - now, 1) if ends else None
 
     # --- heartbeats -------------------------------------------------------------------------------
 
@@ -232,7 +222,7 @@ class Monitor:
         """Start one heartbeat to ``link`` in a worker; ``collect`` acts on its answer."""
         body = self.body(link, sample, remaining)
         mono = self.clock.monotonic()
-        link.next_at = mono + self._period(link)  # until the answer sets the next beat
+        link.next_at = mono + self.schedule.period(link)  # until the answer sets the next beat
         link.call = Call(
             f"{link.name} heartbeat {body['seq']}",
             partial(link.plugin.send, body, sample),
@@ -249,69 +239,17 @@ class Monitor:
             if call is None:
                 continue
             for instruction in link.ended(
-                call, self.clock.time(), self.clock.monotonic(), partial(self._delay, link)
+                call, self.clock.time(), self.clock.monotonic(), partial(self.schedule.delay, link)
             ):
                 self.obey(instruction)
-
-    def _period(self, link: Link) -> float:
-        return float(getattr(link.plugin, "period", None) or self.settings["period_seconds"])
-
-    def _delay(self, link: Link, failures: int) -> float:
-        """Until the next beat to ``link`` after ``failures`` failures in a row: the period, or a backoff."""
-        period = self._period(link)
-        if not failures:
-            return self._jitter(period)
-        return min(period, self._jitter(self.settings["backoff_seconds"] * 2 ** (failures - 1)))
-
-    def _jitter(self, seconds: float) -> float:
-        spread = self.settings["jitter_fraction"]
-        return float(seconds) * (1 + self.rng.uniform(-spread, spread))
-
-    def _outage(self, now: float) -> Optional[Decision]:
-        for link in self.links:
-            silent = now - (link.last_ok if link.last_ok is not None else self.started)
-            if link.outage_limit and silent >= link.outage_limit:
-                return Decision(
-                    "outage",
-                    f"{link.name.split('#')[0]} endpoint silent for {silent:.0f} s "
-                    f"(limit {link.outage_limit:g} s)",
-                    700,
-                )
-        return None
 
     # --- instructions -----------------------------------------------------------------------------
 
     def obey(self, instruction: Instruction) -> None:
-        """Carry out one validated instruction (the schema allows only drain, halt and shutdown_at)."""
-        log.warning(
-            "instruction %d from %s: %s%s",
-            instruction.id,
-            instruction.source,
-            instruction.action,
-            f" ({instruction.reason})" if instruction.reason else "",
-        )
-        getattr(self, f"handle_{instruction.action}")(instruction)
-
-    def handle_drain(self, instruction: Instruction) -> None:
-        self.drain(instruction.reason or f"requested by {instruction.source.split('#')[0]}")
-
-    def handle_halt(self, instruction: Instruction) -> None:
-        by = instruction.source.split("#")[0]
-        reason = f"halt requested by {by}" + (
-            f": {instruction.reason}" if instruction.reason else ""
-        )
-        self.decision = self.decision or Decision("instruction", reason, 100)
-
-    def handle_shutdown_at(self, instruction: Instruction) -> None:
-        written = mjf.update_shutdowntime(
-            self.config, float(instruction.shutdown_at or 0), clock=self.clock
-        )
-        log.warning("shutdown time now %d (asked %d)", written, int(instruction.shutdown_at or 0))
-
-    def drain(self, reason: str) -> None:
-        """Ask the slot manager to start nothing new, and DIRAC pilots to stop matching jobs."""
-        drain_request.request(self.config, reason)
-        log.warning("draining: %s", reason)
+        """Carry out one validated instruction (``instructions.carry_out``); a halt decides, unless
+        a decision came first."""
+        decided = carry_out(instruction, self.config, self.clock)
+        self.decision = self.decision or decided
 
     # --- halting ----------------------------------------------------------------------------------
 
@@ -320,14 +258,16 @@ class Monitor:
         if self.halting:
             return
         self.halting = True
-        halt_sequence(self.config, self.clock, decision, self.drain, self.final_reports)
+        halt_sequence(
+            self.config, self.clock, decision, partial(drain, self.config), self.final_reports
+        )
         self.halt_action(decision)
 
     def final_reports(self, decision: Decision) -> None:
         """A last heartbeat (status halting) and the halting notice to every endpoint, all at once, each
         within its endpoint's deadline; the halt waits for them at most ``final_reports_seconds`` in all."""
         sample = self.sampler.take()
-        remaining = self.remaining(self.clock.time(), self.shutdown_time()[0])
+        remaining = self.schedule.remaining(self.clock.time(), shutdown_time(self.config)[0])
         bound = float(self.settings["final_reports_seconds"])
         end = time.monotonic() + bound
         calls = []
