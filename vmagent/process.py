@@ -168,11 +168,13 @@ def run(
     input: Optional[str] = None,
     check: bool = True,
     grace: float = 5.0,
+    on_start: Optional[Callable[[subprocess.Popen], None]] = None,
 ) -> Completed:
     """Run ``argv`` to completion and return what it printed.
 
     Raises ``ProcessTimeout`` after ``timeout`` seconds (the process group is stopped first) and,
-    with ``check``, ``ProcessFailed`` carrying the exit code and the tail of stderr.
+    with ``check``, ``ProcessFailed`` carrying the exit code and the tail of stderr. ``on_start``
+    is told the child as soon as it runs (so that another thread can stop it when it must).
     """
     argv = [str(a) for a in argv]
     if not argv:
@@ -195,6 +197,8 @@ def run(
         raise ProcessFailed(argv, 127, f"{argv[0]}: command not found ({exc.strerror})") from None
     except PermissionError as exc:
         raise ProcessFailed(argv, 126, f"{argv[0]}: {exc.strerror}") from None
+    if on_start is not None:
+        on_start(proc)
     try:
         stdout, stderr = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:

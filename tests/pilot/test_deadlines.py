@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
+import time
 
 import psutil
 import pytest
@@ -14,7 +16,7 @@ import pytest
 import vmagent.pilot.runner as runner_mod
 from vmagent.errors import PipelineFailed
 from vmagent.pilot.runner import Runner
-from vmagent.testing import make_config
+from vmagent.testing import make_config, write_config
 
 PY = sys.executable
 
@@ -132,3 +134,46 @@ def test_a_command_exit_reaches_the_caller(tmp_path, clock, monkeypatch):
     with pytest.raises(SystemExit) as exited:
         Runner(config, clock=clock).run()
     assert exited.value.code == 7
+
+
+def test_interrupted_runner_leaves_no_child_behind(tmp_path):
+    """Ctrl-C to a pilot run while a command waits on a child stops that child's process group too."""
+    pidfile = tmp_path / "child.pid"
+    code = f"import os,time; open({str(pidfile)!r},'w').write(str(os.getpid())); time.sleep(120)"
+    path = write_config(
+        tmp_path, [{"name": "exec", "timeout": 300, "options": {"argv": [PY, "-c", code]}}]
+    )
+    pilot = subprocess.Popen(
+        [PY, "-m", "vmagent", "--config", path, "pilot", "run"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        child = wait_for(
+            lambda: pidfile.exists() and pidfile.read_text() and int(pidfile.read_text())
+        )
+        pilot.send_signal(signal.SIGINT)
+        pilot.wait(timeout=60)
+        assert wait_for(lambda: not alive(child)), f"child {child} still runs after the pilot ended"
+    finally:
+        if pilot.poll() is None:
+            pilot.kill()
+            pilot.wait()
+
+
+def wait_for(probe, seconds: float = 60.0):
+    """The first true value of ``probe`` within ``seconds``, else None."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.05)
+    return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

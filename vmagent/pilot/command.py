@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import subprocess
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence
 
 from .. import process
 from ..clock import Clock
@@ -50,15 +51,17 @@ class Actions:
 
 
 class Children:
-    """How many child processes a command has running now, as the runner sees it from outside.
+    """The child processes a command has running now, as the runner sees them from outside.
 
     At the deadline the runner waits for a command that is inside ``Context.run`` until
-    ``process.run`` has stopped the child's process group, instead of leaving it behind.
+    ``process.run`` has stopped the child's process group, instead of leaving it behind; when the
+    runner itself is interrupted (Ctrl-C, SIGTERM turned into an exception), it stops them.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running = 0
+        self._procs: List[subprocess.Popen] = []
 
     @property
     def running(self) -> int:
@@ -66,15 +69,32 @@ class Children:
             return self._running
 
     @contextmanager
-    def one(self) -> Iterator[None]:
-        """Count one child process for as long as the block runs."""
+    def one(self) -> Iterator[Callable[[subprocess.Popen], None]]:
+        """Count one child process for as long as the block runs; yields where to register it."""
+        registered: List[subprocess.Popen] = []
+
+        def started(proc: subprocess.Popen) -> None:
+            with self._lock:
+                self._procs.append(proc)
+                registered.append(proc)
+
         with self._lock:
             self._running += 1
         try:
-            yield
+            yield started
         finally:
             with self._lock:
                 self._running -= 1
+                for proc in registered:
+                    self._procs.remove(proc)
+
+    def stop_all(self, grace: float = 5.0) -> None:
+        """Stop every child still running, each with its process group (TERM, grace, KILL)."""
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            if proc.poll() is None:
+                process.stop_child(proc, grace)
 
 
 @dataclass(frozen=True)
@@ -136,9 +156,15 @@ class Context:
         self.actions.record(self.step, "run", shown, executed=True)
         limit = self.remaining() if timeout is None else min(timeout, self.remaining())
         self.log.debug("%s: running %s", self.step, shown)
-        with self.children.one():
+        with self.children.one() as started:
             return process.run(
-                argv, timeout=limit, env=self.child_env(env), cwd=cwd, input=input, check=check
+                argv,
+                timeout=limit,
+                env=self.child_env(env),
+                cwd=cwd,
+                input=input,
+                check=check,
+                on_start=started,
             )
 
     def write_file(self, path: str, content: str, mode: int = 0o644) -> None:

@@ -35,9 +35,13 @@ class Worker:
     def finished(self, seconds: float, children: Children) -> bool:
         """Start, wait up to ``seconds`` (then for a child being stopped); False if still running."""
         self.thread.start()
-        self.thread.join(max(0.0, seconds))
-        if self.thread.is_alive() and children.running:
-            self.thread.join(CHILD_STOP_SECONDS)
+        try:
+            self.thread.join(max(0.0, seconds))
+            if self.thread.is_alive() and children.running:
+                self.thread.join(CHILD_STOP_SECONDS)
+        except BaseException:  # noqa: BLE001 - Ctrl-C while waiting: leave no child behind
+            children.stop_all()
+            raise
         return not self.thread.is_alive()
 
     def outcome(self) -> Any:
