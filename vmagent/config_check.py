@@ -19,12 +19,9 @@ from . import config, plugins
 from .config_validation import Problem
 from .errors import ConfigError
 
-# settings a built-in plugin cannot work without; another plugin may declare its own as
-# ``requires_settings = ("section.key", ...)``
-NEEDS: Dict[Tuple[str, str], Tuple[str, ...]] = {
-    ("vmagent.endpoints", "http"): ("manager.url",),
-    ("vmagent.payload_sources", "manager"): ("manager.url",),
-}
+# settings a plugin cannot work without, beyond what it declares itself as
+# ``requires_settings = ("section.key", ...)`` (the built-ins declare theirs)
+NEEDS: Dict[Tuple[str, str], Tuple[str, ...]] = {}
 HINT = f"pass --config FILE or set {config.ENV_VAR}"
 
 

@@ -185,5 +185,5 @@ def test_unknown_user_is_a_config_error(tmp_path):
         timeout=60,
     )
     assert done.returncode == 2
-    assert "slots.pilot.users[0]" in done.stderr and "no-such-account-x" in done.stderr
+    assert "slots.pilot.users.0" in done.stderr and "no-such-account-x" in done.stderr
     assert not (tmp_path / "root/var/lib/vmagent/pool/state.json").exists()

@@ -205,15 +205,12 @@ def _leads_session(pid: int) -> bool:
 
 def check_accounts(config: Config) -> None:
     """Refuse configured accounts for payloads and pilots that do not exist, or a non-root slot manager."""
+    from ..config_check import accounts
+
     settings = config.section("slots")
     keys = [("slots.payload_user", settings["payload_user"])] if settings["payload_user"] else []
-    keys += [(f"slots.pilot.users[{i}]", name) for i, name in enumerate(settings["pilot"]["users"])]
-    problems = []
-    for key, name in keys:
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            problems.append((key, f"no such user {name!r} on this machine"))
+    keys += [(f"slots.pilot.users.{i}", name) for i, name in enumerate(settings["pilot"]["users"])]
+    problems = accounts(config.data)
     if keys and os.geteuid() != 0:
         problems.append(
             (keys[0][0], "running payloads as another user needs the slot manager to run as root")

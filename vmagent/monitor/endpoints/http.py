@@ -30,6 +30,7 @@ class HttpEndpoint:
     """Heartbeats to the manager at ``manager.url`` with this VM's own credential."""
 
     name = "http"
+    requires_settings = ("manager.url",)
     options_schema = {
         "type": "object",
         "additionalProperties": False,

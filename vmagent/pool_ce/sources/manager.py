@@ -24,6 +24,7 @@ class ManagerSource:
     """Offers the queue's head, leases by id at start; reports results, keeping them through outages."""
 
     name = "manager"
+    requires_settings = ("manager.url",)
 
     def __init__(self, config: Config) -> None:
         from ...client import ManagerClient, vm_credentials
