@@ -6,7 +6,7 @@ import os
 from typing import Any, Dict
 
 from vmagent.errors import CommandFailed
-from vmagent.pilot.command import Context, Result
+from vmagent.pilot import Context, Result
 
 
 class ExampleVoDirac:
