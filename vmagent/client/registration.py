@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from .. import __version__
 from ..clock import Clock, SystemClock
+from ..core import capacity
 from ..core.files import write_atomic
 from ..core.instance import instance_id as detect_instance_id
 from ..core.layout import manager_credentials, manager_lock, vm_path
@@ -80,7 +81,7 @@ def registration(config: Any, url: str) -> Dict[str, Any]:
         "hostname": socket.gethostname(),
         "ip": _local_ip(url),
         # the slot manager's count (slots.cores, else the CPUs it may use): the manager bounds claims by it
-        "total_cores": config.section("slots")["cores"] or len(os.sched_getaffinity(0)),
+        "total_cores": capacity.cores(config),
         "total_memory_mb": _total_memory_mb(),
         "vmagent_version": __version__,
     }

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, Dict
 
 import psutil
 
+from ..core import capacity
 from ..errors import CommandFailed, InputRejected
 from ..pilot import Context, Result
 from .features import machine_dir, read_features, write_features
@@ -26,12 +26,7 @@ class SetupMjf:
     def run(self, ctx: Context) -> Result:
         settings = ctx.config.section("mjf")
         now = ctx.clock.time()
-        cores = int(
-            ctx.config.section("slots").get("cores")
-            or ctx.facts.get("cores")
-            or os.cpu_count()
-            or 1
-        )
+        cores = capacity.cores(ctx.config)
         values: Dict[str, Any] = {"total_cpu": cores, "grace_secs": settings["grace_secs"]}
         if settings["hs06"] is not None:
             values["hs06"] = settings["hs06"]

@@ -23,7 +23,7 @@ import psutil
 from .. import plugins
 from ..clock import Clock, SystemClock
 from ..config import Config
-from ..core import drain, instance, stop
+from ..core import capacity, drain, instance, stop
 from ..errors import CgroupUnavailable
 from . import cgroups, executor, state
 from .allocator import Allocator
@@ -86,7 +86,7 @@ class SlotManager:
         self.event_driven = event_driven
 
     def _allocator(self) -> Allocator:
-        cores = self.settings["cores"] or len(os.sched_getaffinity(0))
+        cores = capacity.cores(self.config)
         memory = self.settings["memory_mb"] or max(
             1, psutil.virtual_memory().total // 2**20 - self.settings["memory_reserve_mb"]
         )

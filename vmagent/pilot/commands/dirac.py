@@ -10,6 +10,7 @@ import os
 import platform
 from typing import Any, Dict, List
 
+from ...core import capacity
 from ...errors import CommandFailed
 from ..command import Context, Result
 
@@ -139,9 +140,7 @@ class ConfigureDirac:
                 "no DIRAC environment: run install-dirac first", code="dirac-env-missing"
             )
         o, instance = ctx.options, ctx.config.section("instance")
-        cores = int(
-            ctx.facts.get("slots_total_cores") or ctx.facts.get("cores") or os.cpu_count() or 1
-        )
+        cores = capacity.pilot_cores(ctx.config)
         tags = list(o["tags"]) + ["WholeNode"] * o["whole_node"] + [f"{cores}Processors"]
         argv = [
             "dirac-configure",

@@ -13,12 +13,11 @@ Time comes from the slot manager: ``capacity["now"]`` and each result's start an
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from ...config import Config
-from ...core import layout
+from ...core import capacity, layout
 from ...core.files import write_atomic
 from ...errors import ConfigError
 from . import Offer
@@ -51,7 +50,7 @@ class PilotsSource:
             raise ConfigError(
                 config.source, [("slots.pilot.argv", "is empty but the source is pilots")]
             )
-        total = settings["cores"] or len(os.sched_getaffinity(0))
+        total = capacity.cores(config)
         self.count = self.pilot["count"] or max(1, total // self.pilot["cores_per_pilot"])
         self.slots = [PilotSlot(i) for i in range(self.count)]
         self.running: Dict[str, PilotSlot] = {}
