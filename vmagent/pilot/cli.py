@@ -12,7 +12,7 @@ examples:
   vmagent pilot plan                      the resolved command list with options
   vmagent pilot run --dry-run             every external command, in order, nothing changed
   vmagent pilot run                       run it; status in /var/lib/vmagent/pilot-status.json
-  vmagent pilot import-dirac pilot.json --vo lhcb > vmagent.yaml
+  vmagent pilot import-dirac pilot.json --vo lhcb --ce ce01.example.org -o vmagent.yaml
 """
 
 
@@ -48,9 +48,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "import-dirac", help="turn a DIRAC pilot.json into a vmagent configuration"
     )
     imp.add_argument("pilot_json", help="DIRAC pilot.json (a dump of the CS Operations section)")
-    imp.add_argument("--vo", help="take the VO's own Pilot section over the defaults")
+    imp.add_argument("--vo", help="take the VO's own Pilot sections over the defaults")
     imp.add_argument(
-        "--ce-type", default="Defaults", help="which Commands list to use (default: Defaults)"
+        "--ce",
+        help="the CE this VM serves (a host under CEs): its Site, Queue, GridCEType, LocalCEType "
+        "(default: the only CE, if the file has one)",
+    )
+    imp.add_argument("--queue", help="the CE's queue (default: its Queue, or its only queue)")
+    imp.add_argument(
+        "--ce-type",
+        help="GridCEType that selects the Commands list (default: the CE's; then Defaults)",
     )
     imp.add_argument("--setup", help="DIRAC setup to take (default: the file's DefaultSetup)")
     imp.add_argument("-o", "--out", help="write the configuration here instead of stdout")
@@ -136,7 +143,14 @@ def _commands(args: argparse.Namespace) -> int:
 def _import_dirac(args: argparse.Namespace) -> int:
     from .dirac_import import convert_file
 
-    text, report = convert_file(args.pilot_json, vo=args.vo, ce_type=args.ce_type, setup=args.setup)
+    text, report = convert_file(
+        args.pilot_json,
+        vo=args.vo,
+        ce_type=args.ce_type,
+        setup=args.setup,
+        ce=args.ce,
+        queue=args.queue,
+    )
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             fh.write(text)
