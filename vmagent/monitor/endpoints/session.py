@@ -4,8 +4,11 @@ The monitor lives as long as the VM, so it keeps its memory small: importing ``r
 manager client's transport) would add about 10 MiB to its resident size for two calls a minute.
 ``JsonSession`` speaks the manager's API with the same error contract as ``ManagerClient``: a
 connection error, a timeout, a TLS failure or a 5xx answer raise ``ManagerUnavailable``; a 4xx
-raises ``ManagerRefused`` with the manager's ``detail``. TLS is verified against ``ca_file`` (else
-the system CAs); a client certificate is presented when configured.
+raises ``ManagerRefused`` with the manager's ``detail``. TLS is verified against ``ca_file`` (a CA
+bundle, or a directory of hashed CA certificates such as /etc/grid-security/certificates; else the
+system CAs); a client certificate is presented when configured: ``cert_file`` with ``key_file``, or
+``cert_file`` alone holding both, as an X.509 proxy does. The certificate files are read again
+whenever they change (a proxy is renewed in place), and an encrypted key is an error, not a prompt.
 
 Every call has one deadline, ``timeout`` seconds after it starts: the connection, the TLS
 handshake, sending and reading the whole answer all fit in it. A socket timeout alone bounds
@@ -18,9 +21,10 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import socket
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from ... import __version__
@@ -35,6 +39,43 @@ def _left(deadline: float) -> float:
     if left <= 0:
         raise socket.timeout("the call's deadline passed")
     return left
+
+
+def tls_context(ca_file: Optional[str], cert_file: Optional[str], key_file: Optional[str]) -> Any:
+    """An ``ssl`` client context verifying against ``ca_file`` and presenting the client certificate.
+
+    Raises ``OSError`` (a file missing or unreadable) or ``ValueError`` (an encrypted key, a key
+    without a certificate).
+    """
+    import ssl  # about 4 MiB resident: only for https
+
+    if key_file and not cert_file:
+        raise ValueError(f"key file {key_file} given without a certificate file")
+    if ca_file and os.path.isdir(ca_file):
+        context = ssl.create_default_context(capath=ca_file)
+    else:
+        context = ssl.create_default_context(cafile=ca_file)
+    if cert_file:
+        holder = key_file or cert_file
+
+        def no_passphrase() -> str:
+            # without a callback OpenSSL would prompt on the terminal and wait
+            raise ValueError(f"the private key in {holder} is encrypted; give an unencrypted key")
+
+        context.load_cert_chain(cert_file, key_file or None, password=no_passphrase)
+    return context
+
+
+def file_stamps(paths: Sequence[Optional[str]]) -> Tuple[Any, ...]:
+    """What tells a changed file apart: inode, size and change times of each path (None: absent)."""
+    stamps = []
+    for path in paths:
+        try:
+            found = os.stat(path) if path else None
+        except OSError:
+            found = None
+        stamps.append(found and (found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns))
+    return tuple(stamps)
 
 
 class _BoundedSocket:
@@ -98,13 +139,12 @@ class HttpSession:
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.base = parts.path.rstrip("/")
+        self.tls_files = (ca_file, cert_file, key_file)
+        self.stamps: Tuple[Any, ...] = ()
         self.context: Any = None
         if parts.scheme == "https":
-            import ssl  # about 4 MiB resident: only for https
-
-            self.context = ssl.create_default_context(cafile=ca_file)
-            if cert_file:
-                self.context.load_cert_chain(cert_file, key_file)
+            self.stamps = file_stamps(self.tls_files)
+            self.context = tls_context(ca_file, cert_file, key_file)
 
     def request(
         self, method: str, path: str, data: bytes, headers: Dict[str, str]
@@ -114,6 +154,7 @@ class HttpSession:
         Raises ``ManagerUnavailable`` when there is no complete answer within ``timeout`` seconds or
         the connection fails.
         """
+        self._reload()
         deadline = time.monotonic() + self.timeout
         sock: Optional[socket.socket] = None
         try:
@@ -139,6 +180,23 @@ class HttpSession:
         finally:
             if sock is not None:
                 sock.close()
+
+    def _reload(self) -> None:
+        """A new TLS context when the CA or certificate files changed since the last one was made."""
+        if self.context is None:
+            return
+        stamps = file_stamps(self.tls_files)
+        if stamps == self.stamps:
+            return
+        try:
+            context = tls_context(*self.tls_files)
+        except (OSError, ValueError) as exc:  # perhaps half rewritten: the next call tries again
+            raise ManagerUnavailable(
+                f"{self.url}: the changed CA or certificate files do not load: {exc}",
+                hint="check ca_file, cert_file and key_file",
+            ) from None
+        self.context = context
+        self.stamps = stamps
 
     def _connect(self, deadline: float) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=_left(deadline))

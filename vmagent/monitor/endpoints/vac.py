@@ -1,9 +1,14 @@
 """``vac``: the vacuum platform's ``$JOBOUTPUTS`` (HSF-TN-2016-04): a heartbeat file and ``shutdown_message``.
 
 The target is a directory or an http(s) URL that takes PUT (the platform's own joboutputs URL).
-The platform only looks at the heartbeat file's age; ``shutdown_message`` is one line, ``NNN text``,
-with no trailing newline. A PUT has one deadline, ``timeout`` seconds for the whole exchange
-(``HttpSession``); an https target is verified against ``ca_file``, else the system CAs.
+Vac and Vcycle look only at the age of the heartbeat file, whose name the site chooses per
+machinetype (``heartbeat_file``); ``shutdown_message`` is one line, ``NNN text``, with no trailing
+newline, which they read back with ``strip()`` and the first three characters as the code.
+
+Vcycle's joboutputs URL takes a PUT only over HTTPS with a client certificate whose subject is the
+VM's (``cert_file``, with ``key_file`` or alone when it holds the key too, as an X.509 proxy does);
+the server is verified against ``ca_file``, else the system CAs. A PUT has one deadline,
+``timeout`` seconds for the whole exchange (``HttpSession``), and counts only when answered 2xx.
 """
 
 from __future__ import annotations
@@ -16,6 +21,34 @@ from ...config import Config, host_path
 from ...core.files import write_atomic
 from ...errors import ManagerRefused, ManagerUnavailable
 from .session import HttpSession
+
+SHUTDOWN_MESSAGE = "shutdown_message"
+TLS_OPTIONS = ("ca_file", "cert_file", "key_file")
+
+# HSF-TN-2016-04's meaning of each hundred, for a decision that gives no reason of its own
+CODE_TEXT = {
+    1: "shutdown requested by the host",
+    2: "intended work done",
+    3: "no more work",
+    4: "site or VM banned",
+    5: "problem with the site or VM environment",
+    6: "grid-wide agent or application problem",
+    7: "transient agent or application problem",
+}
+
+
+def shutdown_line(code: Any, reason: Any) -> str:
+    """``NNN text`` on one line without a trailing newline, whatever ``code`` and ``reason`` are.
+
+    A code outside 100-799 becomes 700 (a transient agent problem) with the given one in the text.
+    """
+    text = " ".join(str(reason or "").split())
+    text = "".join(c for c in text if c.isprintable())
+    if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 799:
+        text = f"{text} (vacuum code {code!r} out of range)".strip()
+        code = 700
+    text = text[:200].rstrip() or CODE_TEXT[code // 100]
+    return f"{code} {text}"
 
 
 class VacEndpoint:
@@ -35,13 +68,30 @@ class VacEndpoint:
             "heartbeat_file": {
                 "type": "string",
                 "pattern": "^[A-Za-z0-9._-]+$",
+                "not": {"enum": [".", "..", SHUTDOWN_MESSAGE]},
                 "default": "heartbeat",
-                "description": "name of the heartbeat file the platform watches",
+                "description": "name of the heartbeat file the platform watches (the "
+                "machinetype's heartbeat_file in vac.conf or vcycle.conf): a plain file name",
             },
             "ca_file": {
                 "type": ["string", "null"],
                 "default": None,
-                "description": "VM path of the CA bundle for an https target (default: system CAs)",
+                "description": "VM path of the CA bundle, or of a directory of hashed CA "
+                "certificates such as /etc/grid-security/certificates, for an https target "
+                "(default: the system CAs)",
+            },
+            "cert_file": {
+                "type": ["string", "null"],
+                "default": None,
+                "description": "VM path of the client certificate (PEM) presented to an https "
+                "target, as Vcycle requires; it may hold the key too, as an X.509 proxy does "
+                "(default: none)",
+            },
+            "key_file": {
+                "type": ["string", "null"],
+                "default": None,
+                "description": "VM path of the client certificate's unencrypted key (PEM), when "
+                "cert_file does not hold it (default: none)",
             },
             "timeout": {
                 "type": "number",
@@ -50,6 +100,9 @@ class VacEndpoint:
                 "description": "seconds for a whole PUT: connection, upload and answer",
             },
         },
+        # a key alone is a mistake, not a request for no certificate
+        "if": {"properties": {"key_file": {"type": "string"}}, "required": ["key_file"]},
+        "then": {"properties": {"cert_file": {"type": "string"}}, "required": ["cert_file"]},
     }
 
     def __init__(self, config: Config, options: Mapping[str, Any]) -> None:
@@ -60,11 +113,14 @@ class VacEndpoint:
             target = host_path(config.root, target)
         self.target = str(target)
         self.heartbeat_file = str(options.get("heartbeat_file") or "heartbeat")
-        ca = options.get("ca_file")
-        self.ca_file = host_path(config.root, ca) if ca else None
+        self.tls_files = [self._vm_file(config, options.get(key)) for key in TLS_OPTIONS]
         self.timeout = float(options.get("timeout") or 10)
         self.session: Optional[HttpSession] = None
         self.period: Optional[float] = None
+
+    @staticmethod
+    def _vm_file(config: Config, path: Any) -> Optional[str]:
+        return host_path(config.root, str(path)) if path else None
 
     def send(self, heartbeat: Dict[str, Any], sample: Mapping[str, Any]) -> List[Any]:
         brief = {
@@ -75,7 +131,8 @@ class VacEndpoint:
         return []
 
     def halting(self, decision: Any) -> None:
-        self._put("shutdown_message", decision.message)
+        line = shutdown_line(decision.vacuum_code, decision.reason)
+        self._put(SHUTDOWN_MESSAGE, line)
 
     def _put(self, name: str, text: str) -> None:
         if not self.target.startswith(("http://", "https://")):
@@ -87,16 +144,21 @@ class VacEndpoint:
         )
         if status >= 500:
             raise ManagerUnavailable(f"{url}: HTTP {status}")
-        if status >= 400:
+        if not 200 <= status < 300:  # a redirect or a refusal: nothing was stored
             raise ManagerRefused(status, f"{url} refused the PUT")
 
     def _session(self) -> HttpSession:
         if self.session is None:
+            ca_file, cert_file, key_file = self.tls_files
             try:
-                self.session = HttpSession(self.target, ca_file=self.ca_file, timeout=self.timeout)
-            except (
-                OSError,
-                ValueError,
-            ) as exc:  # a bad URL or CA file: reported at every beat, not fatal
+                self.session = HttpSession(
+                    self.target,
+                    ca_file=ca_file,
+                    cert_file=cert_file,
+                    key_file=key_file,
+                    timeout=self.timeout,
+                )
+            except (OSError, ValueError) as exc:
+                # a bad URL, CA or certificate file: reported at every beat, not fatal
                 raise ManagerRefused(0, f"vac endpoint {self.target}: {exc}") from None
         return self.session
