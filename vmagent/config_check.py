@@ -13,6 +13,7 @@ import copy
 import json
 import os
 import pwd
+import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import config, plugins
@@ -23,6 +24,8 @@ from .errors import ConfigError
 # ``requires_settings = ("section.key", ...)`` (the built-ins declare theirs)
 NEEDS: Dict[Tuple[str, str], Tuple[str, ...]] = {}
 HINT = f"pass --config FILE or set {config.ENV_VAR}"
+# what a vacuum platform (Vac, Vcycle) substitutes in user data, then blanks when it has no value
+VACUUM_PATTERN = re.compile(r"##user_data_[a-z0-9_]*##")
 
 
 def check_file(path: str) -> config.Config:
@@ -45,6 +48,7 @@ def review(doc: Dict[str, Any]) -> Tuple[Tuple[config.CommandSpec, ...], List[Pr
     found += _plugins(doc)
     found += _pilots(doc)
     found += accounts(doc)
+    found += vacuum_leftovers(doc)
     return commands, sorted(set(found))
 
 
@@ -113,6 +117,84 @@ def accounts(doc: Mapping[str, Any]) -> List[Problem]:
         except KeyError:
             found.append((key, f"no such user {name!r} on this machine"))
     return found
+
+
+def vacuum_leftovers(doc: Mapping[str, Any]) -> List[Problem]:
+    """Values a vacuum platform left unfilled: ``##user_data_...##`` patterns and blanked URLs.
+
+    Also reads ``manager.token_file`` when it exists: the machinetype's enrolment credential.
+    """
+    found = [
+        (path, f"holds {pattern}, which the vacuum platform did not fill in: {VACUUM_UNFILLED}")
+        for path, pattern in _patterns(doc, "")
+    ]
+    blanked = [
+        ("mjf.upstream_machinefeatures", _section(doc, "mjf").get("upstream_machinefeatures"))
+    ]
+    for i, entry in enumerate(_list(_section(doc, "monitor").get("endpoints"))):
+        if isinstance(entry, Mapping) and entry.get("name") == "vac":
+            options = entry.get("options")
+            if isinstance(options, Mapping):
+                blanked.append(
+                    (f"monitor.endpoints.{i}.options.joboutputs", options.get("joboutputs"))
+                )
+    found += [
+        (
+            path,
+            "is empty: the vacuum platform blanked its URL (it has none for this VM); "
+            "set a path or URL, or null for the default",
+        )
+        for path, value in blanked
+        if value == ""
+    ]
+    return found + _token_leftover(doc)
+
+
+VACUUM_UNFILLED = (
+    "its user data reached it base64-encoded or gzipped, or the machinetype lacks the option "
+    "(render with 'vmagent userdata render --vacuum')"
+)
+
+
+def _patterns(value: Any, path: str) -> List[Tuple[str, str]]:
+    if isinstance(value, Mapping):
+        return [f for k, v in value.items() for f in _patterns(v, f"{path}.{k}".lstrip("."))]
+    if isinstance(value, (list, tuple)):
+        return [f for i, v in enumerate(value) for f in _patterns(v, f"{path}.{i}".lstrip("."))]
+    if isinstance(value, str):
+        return [(path, found) for found in VACUUM_PATTERN.findall(value)]
+    return []
+
+
+def _token_leftover(doc: Mapping[str, Any]) -> List[Problem]:
+    """The enrolment token file still holding the platform's pattern, or blanked by it."""
+    token_file = _section(doc, "manager").get("token_file")
+    root = _section(doc, "paths").get("root") or "/"
+    if not isinstance(token_file, str) or not token_file or not isinstance(root, str):
+        return []
+    try:
+        with open(config.host_path(root, token_file), encoding="utf-8", errors="replace") as fh:
+            text = fh.read(4096).strip()
+    except OSError:
+        return []  # not there yet, or not ours to read: the registration reports it
+    leftover = VACUUM_PATTERN.search(text)
+    if leftover:
+        return [
+            (
+                "manager.token_file",
+                f"{token_file} holds {leftover.group(0)}, which the "
+                f"vacuum platform did not fill in: {VACUUM_UNFILLED}",
+            )
+        ]
+    if not text:
+        return [
+            (
+                "manager.token_file",
+                f"{token_file} is empty (a vacuum platform blanks "
+                "##user_data_option_enrolment_token## when the machinetype has no such option)",
+            )
+        ]
+    return []
 
 
 def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:

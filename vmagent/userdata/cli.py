@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     render.add_argument("--image", required=True, help="image name from the site description")
     render.add_argument(
-        "--token-file", help="single-use enrolment token for this VM (from 'vmagent manager enrol')"
+        "--token-file",
+        help="enrolment token for this VM (from 'vmagent manager enrol'); with --vacuum "
+        "the default is the machinetype option ##user_data_option_enrolment_token##",
     )
     render.add_argument(
         "--cloud",
@@ -36,8 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument(
         "--vacuum",
         action="store_true",
-        help="vacuum platform (Vac, Vcycle): leave ##user_data_...## patterns (enrolment token, "
-        "machine features and job outputs URLs) for the platform to fill in",
+        help="vacuum platform (Vac, Vcycle): leave ##user_data_...## patterns (the machinetype's "
+        "enrolment credential, the VM's uuid, machine features and job outputs URLs) for the "
+        "platform to fill in; parts stay plain text (never base64 or gzip)",
+    )
+    render.add_argument(
+        "--x509-proxy",
+        action="store_true",
+        help="with --vacuum: the machinetype has user_data_proxy = True; write its "
+        "##user_data_option_x509_proxy## to /etc/vmagent/x509proxy.pem, the pilot's proxy",
     )
     render.add_argument(
         "-o",
@@ -68,6 +77,7 @@ def _render(args: argparse.Namespace) -> int:
         fmt=args.format,
         variant=args.variant,
         vacuum=args.vacuum,
+        x509_proxy=args.x509_proxy,
     )
     write(data, args.out)
     if args.out:

@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import sys
+from email.charset import Charset
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from importlib import resources
@@ -25,6 +26,7 @@ from .. import config as vm_config
 from ..config import apply_defaults, validation_problems
 from ..core.files import write_atomic
 from ..errors import ConfigError, UsageError
+from . import vacuum as vac
 
 LIMITS = {
     "ec2": 16384,
@@ -73,8 +75,13 @@ def load_site(path: str) -> Dict[str, Any]:
     return site
 
 
-def agent_config(site: Dict[str, Any], image_name: str, vacuum: bool = False) -> Dict[str, Any]:
-    """vmagent's own configuration for a VM of this image; it passes ``vmagent check-config``."""
+def agent_config(
+    site: Dict[str, Any], image_name: str, vacuum: bool = False, x509_proxy: bool = False
+) -> Dict[str, Any]:
+    """vmagent's own configuration for a VM of this image; it passes ``vmagent check-config``.
+
+    With ``vacuum`` it holds the platform's patterns, and passes once the platform filled them in.
+    """
     image = site["images"][image_name]
     commands: List[Any] = ["check-node", "check-credentials", "setup-disks"]
     if image["cvmfs_repositories"]:
@@ -112,13 +119,9 @@ def agent_config(site: Dict[str, Any], image_name: str, vacuum: bool = False) ->
         },
     }
     if vacuum:  # the platform fills these in when it creates the VM
-        doc["mjf"]["upstream_machinefeatures"] = "##user_data_machinefeatures_url##"
-        doc["monitor"]["endpoints"].append(
-            {"name": "vac", "options": {"joboutputs": "##user_data_joboutputs_url##"}}
-        )
-    vm_config.from_dict(
-        doc, f"rendered configuration for image {image_name}"
-    )  # raises if we produce junk
+        vac.configure(doc, x509_proxy)
+    checked = vac.filled(doc) if vacuum else doc
+    vm_config.from_dict(checked, f"rendered configuration for image {image_name}")  # never junk
     return doc
 
 
@@ -131,8 +134,14 @@ def render(
     fmt: str = "mime",
     variant: str = "cloud-init",
     vacuum: bool = False,
+    x509_proxy: bool = False,
 ) -> bytes:
-    """The user data for one VM of ``image_name``, within the cloud's size limit."""
+    """The user data for one VM of ``image_name``, within the cloud's size limit.
+
+    ``vacuum``: every part stays plain text (8bit, never base64 or gzip) so that the platform's
+    substitution sees the ``##user_data_...##`` patterns; ``x509_proxy`` adds the platform's proxy.
+    """
+    _vacuum_usage(vacuum, x509_proxy, fmt, variant)
     if image_name not in site["images"]:
         known = ", ".join(sorted(site["images"]))
         raise UsageError(f"no image {image_name!r} in the site description; images: {known}")
@@ -158,7 +167,10 @@ def render(
         "site": site["site"],
         "image_name": image_name,
         "preinstalled": image["vmagent_preinstalled"],
-        "vmagent_config": yaml.safe_dump(agent_config(site, image_name, vacuum), sort_keys=False),
+        "vmagent_config": yaml.safe_dump(
+            agent_config(site, image_name, vacuum, x509_proxy), sort_keys=False
+        ),
+        "x509_proxy_lines": vac.proxy_lines() if x509_proxy else "",
         "ca_pem": _read(site, site["manager"]["ca_file"]) if site["manager"]["ca_file"] else "",
         "enrolment_token": enrolment_token,
         "units": [
@@ -181,22 +193,60 @@ def render(
     if variant == "shell" or fmt == "cloud-config":
         data = text.encode()
     else:
-        data = _mime(text, [(_read(site, p["file"]), p["type"]) for p in image["extra_parts"]])
+        extra = [
+            (_read(site, p["file"]), p["type"], f"vo-part-{i}")
+            for i, p in enumerate(image["extra_parts"])
+        ]
+        if x509_proxy:  # sorted before cloud-init's runcmd script, which starts vmagent
+            extra.insert(0, (vac.proxy_script(), "x-shellscript", "00-vmagent-x509-proxy.sh"))
+        data = _mime(text, extra, vacuum)
+    if vacuum:
+        return _fit_vacuum(data, cloud, image_name, x509_proxy)
     return _fit(data, cloud, image_name)
 
 
-def _mime(cloud_config: str, extra: List[Any]) -> bytes:
+def _vacuum_usage(vacuum: bool, x509_proxy: bool, fmt: str, variant: str) -> None:
+    if x509_proxy and not vacuum:
+        raise UsageError("--x509-proxy is the vacuum platform's proxy: it needs --vacuum")
+    if x509_proxy and fmt == "cloud-config" and variant != "shell":
+        raise UsageError(
+            "the platform's X.509 proxy spans lines, which a cloud-config document cannot take "
+            "as substituted text",
+            hint="use --format mime (the default) or --variant shell",
+        )
+
+
+def _mime(cloud_config: str, extra: List[Any], vacuum: bool = False) -> bytes:
+    """Multipart MIME; for a vacuum platform every part 8bit, so its patterns stay visible."""
+    charset: Any = "utf-8"
+    if vacuum:
+        charset = Charset("utf-8")
+        charset.body_encoding = None  # no base64: the platform substitutes in the raw text
     message = MIMEMultipart()
-    part = MIMEText(cloud_config, "cloud-config", "utf-8")
+    part = MIMEText(cloud_config, "cloud-config", charset)
     part.add_header("Content-Disposition", 'attachment; filename="vmagent.cfg"')
     message.attach(part)
-    for i, (text, subtype) in enumerate(extra):
-        part = MIMEText(text, subtype, "utf-8")
-        part.add_header("Content-Disposition", f'attachment; filename="vo-part-{i}"')
+    for text, subtype, filename in extra:
+        part = MIMEText(text, subtype, charset)
+        part.add_header("Content-Disposition", f'attachment; filename="{filename}"')
         message.attach(part)
         if subtype == "cloud-config":
             part.add_header("Merge-Type", "list(append)+dict(recurse_array)+str()")
     return message.as_bytes()
+
+
+def _fit_vacuum(data: bytes, cloud: str, image_name: str, x509_proxy: bool) -> bytes:
+    """Within the limit with room for what the platform fills in; gzip would hide the patterns."""
+    room = vac.PROXY_GROWTH if x509_proxy else vac.GROWTH
+    limit = LIMITS[cloud]
+    if len(data) + room <= limit:
+        return data
+    raise UsageError(
+        f"vacuum user data for {image_name} is {len(data)} bytes; with {room} bytes for what the "
+        f"platform fills in it is over the {cloud} limit of {limit} bytes, and it cannot be "
+        "gzipped: the platform substitutes its ##user_data_...## patterns in the raw text",
+        hint="move VO parts into the image (images/packer)",
+    )
 
 
 def _fit(data: bytes, cloud: str, image_name: str) -> bytes:
