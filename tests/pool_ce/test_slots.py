@@ -99,7 +99,10 @@ def test_mixed_payloads_pinned_without_overlap(tmp_path):
         out = json.loads((tmp_path / f"root/scratch/payloads/{pid}/out.json").read_text())
         assert out["omp"] == str(len(out["cpus"])) and set(out["cpus"]) <= set(real)
         assert found[pid]["cores"] == cores
-        assert os.path.isfile(os.path.join(out["jobfeatures"], "allocated_cpu"))
+        assert out["jobfeatures"].startswith("http://127.0.0.1:")  # mjf.serve_http's default
+        assert out["jobfeatures"].endswith(f"/jobs/{pid}")
+        features = tmp_path / f"root/var/lib/vmagent/mjf/jobs/{pid}/allocated_cpu"
+        assert features.read_text() == str(cores)  # the spec's directory stays on disk
         runs[pid] = (found[pid]["started_at"], found[pid]["finished_at"], cores)
     # at no moment do running payloads hold more cores than the pool has
     for moment in sorted(t for s, e, _ in runs.values() for t in (s, e)):

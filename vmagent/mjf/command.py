@@ -10,7 +10,7 @@ import psutil
 from ..core import capacity
 from ..errors import CommandFailed, InputRejected
 from ..pilot import Context, Result
-from .features import machine_dir, read_features, write_features
+from .features import LEGACY_KEYS, MACHINE_KEYS, machine_dir, read_features, write_features
 
 
 class SetupMjf:
@@ -27,19 +27,18 @@ class SetupMjf:
         settings = ctx.config.section("mjf")
         now = ctx.clock.time()
         cores = capacity.cores(ctx.config)
-        values: Dict[str, Any] = {"total_cpu": cores, "grace_secs": settings["grace_secs"]}
+        upstream = self._upstream(ctx, now)
+        values: Dict[str, Any] = inherit(upstream, cores, settings["grace_secs"])
         if settings["hs06"] is not None:
-            values["hs06"] = settings["hs06"]
+            values["hs06"] = settings["hs06"]  # this VM's own figure for its whole machine
         db12 = settings["db12"] if settings["db12"] is not None else self._measure_db12(ctx)
         if db12 is not None:
             values["db12"] = db12
-        shutdown = self._shutdown(ctx, now)
-        if shutdown is not None:
-            values["shutdowntime"] = int(shutdown)
-        if settings["legacy_keys"]:
-            values.update(
-                log_cores=cores, phys_cores=psutil.cpu_count(logical=False) or cores, jobslots=cores
-            )
+        if settings["lifetime_seconds"]:
+            lease_end = int(psutil.boot_time() + settings["lifetime_seconds"])
+            values["shutdowntime"] = min(lease_end, values.get("shutdowntime", lease_end))
+        if settings["legacy_keys"]:  # the VM's own count: its jobs never see the host's cores
+            values.update(log_cores=cores, phys_cores=cores, jobslots=cores)
         target = machine_dir(ctx.config)
         ctx.actions.record(
             ctx.step, "write", f"{target}/{{{','.join(sorted(values))}}}", not ctx.dry_run
@@ -53,8 +52,23 @@ class SetupMjf:
             "mjf_machine_dir": target,
             "mjf_total_cpu": cores,
             "mjf_shutdowntime": values.get("shutdowntime"),
+            "mjf_values": dict(values),
         }
         return Result(facts=facts, env={"MACHINEFEATURES": target})
+
+    def _upstream(self, ctx: Context, now: float) -> Dict[str, Any]:
+        """The site's machine features (read once), without the values it got wrong."""
+        location = ctx.config.section("mjf")["upstream_machinefeatures"]
+        if not location:
+            return {}
+        found = read_features(
+            location, keys=MACHINE_KEYS + LEGACY_KEYS + ("db12",), now=now, clock=ctx.clock
+        )
+        for key, problem in found.problems:
+            ctx.log.warning(
+                "upstream machine features %s: %s: %s (ignored)", location, key, problem
+            )
+        return dict(found.values)
 
     def _measure_db12(self, ctx: Context) -> Any:
         """The DIRAC Benchmark 2012 score of one core, when configured and the db12 package is installed."""
@@ -70,21 +84,23 @@ class SetupMjf:
             )
             return None
 
-    def _shutdown(self, ctx: Context, now: float) -> Any:
-        """The earliest of the VM's own lease end and the site's announced shutdown time."""
-        settings = ctx.config.section("mjf")
-        candidates = []
-        if settings["lifetime_seconds"]:
-            candidates.append(psutil.boot_time() + settings["lifetime_seconds"])
-        upstream = settings["upstream_machinefeatures"]
-        if upstream:
-            found = read_features(
-                upstream, keys=("shutdowntime", "grace_secs"), now=now, clock=ctx.clock
-            )
-            for key, problem in found.problems:
-                ctx.log.warning(
-                    "upstream machine features %s: %s: %s (ignored)", upstream, key, problem
-                )
-            if "shutdowntime" in found.values:
-                candidates.append(float(found.values["shutdowntime"]))
-        return min(candidates) if candidates else None
+
+def inherit(upstream: Dict[str, Any], cores: int, grace_secs: int) -> Dict[str, Any]:
+    """This VM's machine features from the site's (``upstream``, possibly empty) and its own core count.
+
+    ``total_cpu`` is always this VM's count. ``hs06`` describes the whole machine: kept when this VM
+    is the machine the site describes (same ``total_cpu``, or the site gives none), else scaled by
+    ``cores / total_cpu``. ``shutdowntime`` and ``db12`` (one core's score) are kept. ``grace_secs`` is
+    the smaller of the site's and ours: a shutdown the site announces is passed on as it comes.
+    """
+    values: Dict[str, Any] = {"total_cpu": cores, "grace_secs": int(grace_secs)}
+    if "grace_secs" in upstream:
+        values["grace_secs"] = min(values["grace_secs"], int(upstream["grace_secs"]))
+    for key in ("shutdowntime", "db12"):
+        if key in upstream:
+            values[key] = upstream[key]
+    if "hs06" in upstream:
+        site_cores = upstream.get("total_cpu")
+        scale = cores / float(site_cores) if site_cores and site_cores != cores else 1.0
+        values["hs06"] = round(float(upstream["hs06"]) * scale, 3)
+    return values

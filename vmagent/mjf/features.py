@@ -101,11 +101,11 @@ def format_value(key: str, value: Any) -> str:
         text = (
             str(value)
             if key in TEXT_KEYS
-            else repr(float(value))
+            else _decimal(float(value))
             if key in FLOAT_KEYS
             else str(int(value))
         )
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputRejected(f"{key}: {str(value)[:40]!r} is not a number") from None
     if (
         key not in TEXT_KEYS
@@ -116,6 +116,12 @@ def format_value(key: str, value: Any) -> str:
         raise InputRejected(f"{key}: {value} must be a whole number of {UNITS.get(key, 'units')}")
     parse_value(key, text)
     return text
+
+
+def _decimal(number: float) -> str:
+    """A benchmark score as its file content: a whole number without a fraction (``160``, which DIRAC's
+    integer reader accepts, not ``160.0``), else the shortest exact decimal (``53.25``)."""
+    return str(int(number)) if number == int(number) else repr(number)
 
 
 def write_features(directory: str, values: Mapping[str, Value]) -> None:
@@ -213,14 +219,19 @@ def _remember(url: str, headers: Any, text: str, clock: Clock) -> None:
     _CACHE[url] = (clock.monotonic() + fresh, etag, text)
 
 
+def features_root(config: Config) -> str:
+    """The features tree of this VM: ``machine/`` and ``jobs/<slot>/`` (what the loopback server serves)."""
+    return os.path.join(config.path("paths.state_dir"), "mjf")
+
+
 def machine_dir(config: Config) -> str:
     """Where this VM's machine features live."""
-    return os.path.join(config.path("paths.state_dir"), "mjf", "machine")
+    return os.path.join(features_root(config), "machine")
 
 
 def job_dir(config: Config, slot: str) -> str:
     """Where the job features of one slot (pilot or payload) live."""
-    return os.path.join(config.path("paths.state_dir"), "mjf", "jobs", slot)
+    return os.path.join(features_root(config), "jobs", slot)
 
 
 def update_shutdowntime(config: Config, shutdown_at: float, *, clock: Clock) -> float:
@@ -229,7 +240,7 @@ def update_shutdowntime(config: Config, shutdown_at: float, *, clock: Clock) -> 
     grace = read_features(machine, keys=("grace_secs",)).values.get("grace_secs", 0)
     value = int(max(shutdown_at, clock.time() + float(grace)))
     write_features(machine, {"shutdowntime": value})
-    jobs = os.path.join(config.path("paths.state_dir"), "mjf", "jobs")
+    jobs = os.path.join(features_root(config), "jobs")
     for slot in sorted(os.listdir(jobs)) if os.path.isdir(jobs) else []:
         current = read_features(
             os.path.join(jobs, slot), keys=("shutdowntime_job", "grace_secs_job")

@@ -49,6 +49,8 @@ def payload_env(
     machinefeatures: str,
     workdir: str,
 ) -> Dict[str, str]:
+    """The payload's environment; ``jobfeatures``/``machinefeatures``: the http URLs or directories
+    of its features (``jobfeatures.Publisher``), set after the payload's own ``env``."""
     env = dict(base)
     env.update(payload.get("env", {}))
     cores = str(len(cpus))

@@ -52,6 +52,7 @@ class Refill:
         self.real_cpus = sorted(os.sched_getaffinity(0))
         self.scratch = config.path("paths.scratch")
         self.next_poll = 0.0
+        self.features = jobfeatures.Publisher(config)  # started with the slot manager
 
     def capacity(self, shutdown: Optional[float]) -> Dict[str, Any]:
         """What the source may offer for, with the VM's ``shutdown`` time (MJF shutdowntime) if known."""
@@ -200,10 +201,10 @@ class Refill:
         payload = slot.payload
         total = self.table.allocator.total_cores
         grace = self.settings["wall_grace_seconds"]
-        features = jobfeatures.write(
-            self.config, payload, slot.cores, total, grace, slot.started_at
+        jobfeatures.write(
+            self.config, payload, slot.cores, total, grace, slot.started_at, self.table.groups
         )
-        machine = mjf.machine_dir(self.config)
+        machine, features = self.features.locations(payload["id"])
         env = executor.payload_env(os.environ, payload, slot.cpus, features, machine, slot.workdir)
         limit = payload["memory_mb"] if self.settings["memory_limit"] != "none" else None
         if payload["kind"] == "pilot" and not self.table.groups:

@@ -123,6 +123,7 @@ class SlotManager:
             os.close(wake_r)
             os.close(wake_w)
             self.source.close()
+            self.refill.features.close()
             self.save()
             for result in self.results.left():
                 log.error(
@@ -135,6 +136,7 @@ class SlotManager:
 
     def _start(self) -> None:
         self.setup_limits()
+        self.refill.features.start()  # before recovery: re-adopted payloads read features too
         Recovery(self.config, self.table, self.reaper, self.results, self.clock).recover()
         if self.table.groups:
             self.table.groups.sweep(set(self.table.running))
