@@ -90,7 +90,7 @@ def _check_vo(doc: Dict[str, Any], vo: Optional[str], source: str) -> None:
     if not vo or "Setups" in doc or isinstance(doc.get(vo), dict):
         return
     known = sorted(k for k, v in doc.items() if isinstance(v, dict) and "Pilot" in v)
-    known = [k for k in known if k != "Defaults"]
+    known = [k for k in known if k not in ("Defaults", doc.get("DefaultSetup"))]
     message = f"no section for VO {vo!r}; VO sections: {', '.join(known) or '(none)'}"
     raise ConfigError(source, [(vo, message)])
 

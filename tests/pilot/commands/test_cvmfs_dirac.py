@@ -102,7 +102,7 @@ def test_install_dirac_from_cvmfs_release(fp, vm_root):
     result, _ = run_command(
         InstallDirac(),
         config,
-        {"version": "v8.0.50", "cvmfs_locations": ["/cvmfs/lhcb.cern.ch/lhcbdirac"]},
+        {"version": "v8.0.50", "project": "LHCb", "cvmfs_locations": ["/cvmfs/lhcb.cern.ch"]},
     )
     assert result.facts["dirac_source"] == "cvmfs" and result.facts["dirac_version"] == "8.0.50"
     assert result.env["DIRAC_ENV_SCRIPT"].endswith("/diracosrc")
@@ -121,7 +121,7 @@ def test_install_dirac_with_installer_and_pip(fp, vm_root):
         InstallDirac(), config, {"version": "v8.0.50", "cvmfs_locations": []}
     )
     pip = [c for c in fp.calls if c[:2] == ["bash", "-c"] and "pip" in c][0]
-    assert "DIRAC==8.0.50" in pip and result.facts["dirac_source"] == "installed"
+    assert "DIRAC[pilot]==8.0.50" in pip and result.facts["dirac_source"] == "installed"
 
 
 def test_dirac_version_missing(vm_root):
@@ -143,6 +143,7 @@ def test_configure_dirac_arguments(fp, vm_root):
             "vo": "lhcb",
             "running_pod": "lhcb-mc",
         },
+        slots={"cores": 8},
     )
     fp.register(["bash", "-c", fp.any()])
     run_command(

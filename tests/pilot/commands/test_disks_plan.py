@@ -191,7 +191,7 @@ def test_default_el9_pipeline_dry_run(sample_dry_run):
         "$ cvmfs_config probe lhcb.cern.ch",
         "# install-dirac",
         "DIRACOS-installer.sh",
-        "DIRAC==8.0.50",
+        "DIRAC[pilot]==8.0.50",
         "# configure-dirac",
         "dirac-configure",
         "# setup-mjf",

@@ -69,7 +69,7 @@ def test_debian12_dry_run_plans_apt(sample_dry_run):
         "write /etc/cvmfs/default.local",
         "$ cvmfs_config probe belle.cern.ch",
         "# install-dirac",
-        "DIRAC==8.0.50",
+        "DIRAC[pilot]==8.0.50",
         "# configure-dirac",
         "dirac-configure",
         "# setup-mjf",
