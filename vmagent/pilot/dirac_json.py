@@ -103,7 +103,7 @@ def read_ce(doc: Dict[str, Any], host: str, queue: str) -> CE:
     if not queue:
         queue = str(entry.get("Queue") or (queues[0] if len(queues) == 1 else ""))
     local = str(entry.get("LocalCEType") or "")
-    own = entry.get(queue) if isinstance(entry.get(queue), dict) else {}
+    own: Dict[str, Any] = section(entry, queue) if queue else {}
     local = str(own.get("LocalCEType") or local)
     taken = {"Site", "Queue", "GridCEType", "LocalCEType"}
     unread = [k for k in entry if k not in taken and k not in queues]
