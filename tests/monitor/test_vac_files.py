@@ -12,8 +12,8 @@ import pytest
 
 from vmagent import plugins
 from vmagent.errors import ManagerRefused
-from vmagent.monitor.endpoints.vac import VacEndpoint, shutdown_line
-from vmagent.monitor.policies import Decision
+from vmagent.monitor.endpoints.vac import VacEndpoint
+from vmagent.monitor.policies import Decision, shutdown_line
 from vmagent.testing import make_config, write_config
 
 AT = "monitor.endpoints.0.options"

@@ -14,6 +14,30 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
+CODE_TEXT = {
+    1: "shutdown requested by the host",
+    2: "intended work done",
+    3: "no more work",
+    4: "site or VM banned",
+    5: "problem with the site or VM environment",
+    6: "grid-wide agent or application problem",
+    7: "transient agent or application problem",
+}
+
+
+def shutdown_line(code: Any, reason: Any) -> str:
+    """``NNN text`` on one line without a trailing newline, whatever ``code`` and ``reason`` are.
+
+    A code outside 100-799 becomes 700 (a transient agent problem) with the given one in the text.
+    """
+    text = " ".join(str(reason or "").split())
+    text = "".join(c for c in text if c.isprintable())
+    if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 799:
+        text = f"{text} (vacuum code {code!r} out of range)".strip()
+        code = 700
+    text = text[:200].rstrip() or CODE_TEXT[code // 100]
+    return f"{code} {text}"
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -26,8 +50,7 @@ class Decision:
     @property
     def message(self) -> str:
         """The one-line ``shutdown_message`` content: ``NNN text``, no newline."""
-        text = " ".join(self.reason.split())[:200]
-        return f"{self.vacuum_code} {text}"
+        return shutdown_line(self.vacuum_code, self.reason)
 
 
 def vm_vacuum_code(pool: Mapping[str, Any], pipeline_outcome: str) -> int:

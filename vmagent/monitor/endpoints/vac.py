@@ -20,37 +20,14 @@ from typing import Any, Dict, List, Mapping, Optional
 from ...config import Config, host_path
 from ...core.files import write_atomic
 from ...errors import ManagerRefused, ManagerUnavailable
+from ..policies import shutdown_line
 from .session import HttpSession
 
 SHUTDOWN_MESSAGE = "shutdown_message"
 TLS_OPTIONS = ("ca_file", "cert_file", "key_file")
 
+
 # HSF-TN-2016-04's meaning of each hundred, for a decision that gives no reason of its own
-CODE_TEXT = {
-    1: "shutdown requested by the host",
-    2: "intended work done",
-    3: "no more work",
-    4: "site or VM banned",
-    5: "problem with the site or VM environment",
-    6: "grid-wide agent or application problem",
-    7: "transient agent or application problem",
-}
-
-
-def shutdown_line(code: Any, reason: Any) -> str:
-    """``NNN text`` on one line without a trailing newline, whatever ``code`` and ``reason`` are.
-
-    A code outside 100-799 becomes 700 (a transient agent problem) with the given one in the text.
-    """
-    text = " ".join(str(reason or "").split())
-    text = "".join(c for c in text if c.isprintable())
-    if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 799:
-        text = f"{text} (vacuum code {code!r} out of range)".strip()
-        code = 700
-    text = text[:200].rstrip() or CODE_TEXT[code // 100]
-    return f"{code} {text}"
-
-
 class VacEndpoint:
     """Rewrite the heartbeat file on every beat; write ``shutdown_message`` when the VM halts."""
 
