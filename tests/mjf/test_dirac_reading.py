@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
-from urllib.request import urlopen
+from typing import Any, Optional
+from urllib.request import build_opener
 
 import psutil
 import pytest
@@ -29,6 +29,7 @@ from vmagent.mjf.features import format_value
 from vmagent.pool_ce import cgroups, jobfeatures
 from vmagent.testing import make_config, run_command
 
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY")
 FRACTIONAL = {"hs06_job", "db12"}  # where a fraction is allowed: DIRAC reads these with float()
 TEXT = {"job_id"}
 # the payload writes its environment, then waits (at most 60 s) for the test to let it go
@@ -39,9 +40,14 @@ PAYLOAD = (
 )
 
 
+def urlopen(url: str) -> Any:
+    """``urllib.request.urlopen`` as a fresh DIRAC process makes it: proxies from the environment now."""
+    return build_opener().open(url, timeout=10)
+
+
 def pilot_reader(location: str, key: str) -> bytes:
     """DIRAC's pilot and job-parameter way: urlopen on os.path.join(location, key); raises if unreadable."""
-    with urlopen(os.path.join(location, key), timeout=10) as answer:
+    with urlopen(os.path.join(location, key)) as answer:
         return answer.read()
 
 
@@ -57,7 +63,7 @@ def mjf_helper_reader(location: str, key: str) -> Optional[bytes]:
     if not url.startswith(("http://", "https://")):
         return None
     try:
-        with urlopen(url, timeout=10) as answer:
+        with urlopen(url) as answer:
             return answer.read().strip() if answer.getcode() // 100 == 2 else None
     except OSError:
         return None
@@ -77,9 +83,10 @@ def wait_for(path: Path, seconds: float = 60) -> None:
         time.sleep(0.05)
 
 
-def test_dirac_reads_every_key_a_payload_gets(tmp_path):
-    """A payload of the real slot manager gets locations where both DIRAC readers read every key vmagent
-    wrote, each parsing as DIRAC parses it, with the values written on disk."""
+def test_dirac_reads_every_key_a_payload_gets(tmp_path, monkeypatch):
+    """A payload of the real slot manager (on a site with an HTTP proxy) gets locations where both DIRAC
+    readers, with the payload's proxy settings, read every key vmagent wrote, each parsing as DIRAC
+    parses it, with the values written on disk."""
     cfg = tmp_path / "vmagent.yaml"
     cfg.write_text(
         yaml.safe_dump(
@@ -111,13 +118,20 @@ def test_dirac_reads_every_key_a_payload_gets(tmp_path):
     subprocess.run(
         vmagent + ["pool", "submit", str(spec)], check=True, capture_output=True, timeout=60
     )
+    site_proxy = dict(os.environ, http_proxy="http://127.0.0.1:9", no_proxy="cvmfs.example.org")
     pool = subprocess.Popen(
-        vmagent + ["pool", "run"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        vmagent + ["pool", "run"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=site_proxy
     )
     try:
         env_file = tmp_path / "root/scratch/payloads/job.1:a/env.json"
         wait_for(env_file)
         env = json.loads(env_file.read_text())
+        for (
+            name
+        ) in PROXY_VARIABLES:  # urlopen takes its proxies from the environment, as the payload's
+            monkeypatch.delenv(name, raising=False)
+            if name in env:
+                monkeypatch.setenv(name, env[name])
         config = from_dict(yaml.safe_load(cfg.read_text()), source=str(cfg))
         on_disk = {
             "MACHINEFEATURES": Path(mjf.machine_dir(config)),
@@ -235,7 +249,7 @@ def test_server_serves_payload_ids_and_refuses_escapes(tmp_path):
         assert pilot_reader(f"{url}/jobs/a.b:1", "allocated_cpu") == b"2"
         for bad in ("/../secret", "/jobs/..%2F..%2Fsecret", "/jobs", "/"):
             with pytest.raises(OSError):
-                urlopen(url + bad, timeout=10)
+                urlopen(url + bad)
         assert int((tmp_path / "port").read_text()) == server.server_address[1]
     finally:
         server.shutdown()

@@ -22,6 +22,7 @@ from . import cgroups
 
 WRAPPER = '"$@"; rc=$?; echo $rc > .vmagent-exit-code.tmp && mv .vmagent-exit-code.tmp .vmagent-exit-code; exit $rc'
 EXIT_FILE = ".vmagent-exit-code"
+LOOPBACK = "http://127.0.0.1:"  # features served by the slot manager (jobfeatures.Publisher)
 RSS_SLACK = 8 * 2**20  # what the slot manager may grow between measuring itself and forking
 THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -63,6 +64,10 @@ def payload_env(
         MACHINEFEATURES=machinefeatures,
         TMPDIR=workdir,
     )
+    if jobfeatures.startswith(LOOPBACK) or machinefeatures.startswith(LOOPBACK):
+        for name in ("no_proxy", "NO_PROXY"):  # urlopen must not ask a site proxy for loopback
+            listed = [h for h in env.get(name, "").split(",") if h.strip()]
+            env[name] = ",".join(listed + ["127.0.0.1"] * ("127.0.0.1" not in listed))
     return env
 
 
