@@ -180,7 +180,7 @@ def test_substituted_user_data_passes_check_config_with_the_platform_values(tmp_
 @needs_cloud_init
 @pytest.mark.parametrize("form", [FORMATS[0], FORMATS[2]])
 def test_platform_proxy_reaches_the_vm_whole(tmp_path, form):
-    """With --x509-proxy, the multi-line proxy the platform fills in is written whole, mode 0600."""
+    """With --x509-proxy, the platform's multi-line proxy is written whole (0600), the pilot's proxy and the vac client certificate."""
     config = materialise(tmp_path, vac_substitute(rendered(x509_proxy=True, **form), PLATFORM))
     proxy = config.parent / "x509proxy.pem"
     assert proxy.read_text() == PROXY + "\n"
@@ -188,6 +188,9 @@ def test_platform_proxy_reaches_the_vm_whole(tmp_path, form):
     doc = yaml.safe_load(config.read_text())
     credentials = [c for c in doc["pilot"]["commands"] if "check-credentials" in str(c)]
     assert credentials[0]["options"]["proxy_file"] == "/etc/vmagent/x509proxy.pem"
+    vac = [e for e in doc["monitor"]["endpoints"] if e["name"] == "vac"]
+    assert vac[0]["options"]["cert_file"] == "/etc/vmagent/x509proxy.pem"
+    assert check_config(config).returncode == 0
 
 
 @needs_cloud_init

@@ -43,6 +43,14 @@ LOCAL: Dict[str, Dict[str, Any]] = {
                 "maximum": 30 * 86400,
                 "default": 3600,
             },
+            "uses": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 100000,
+                "default": 1,
+                "description": "VMs the token registers; more than one (a vacuum platform's "
+                "machinetype) needs site and running_pod or vo",
+            },
         },
     },
     "register": {

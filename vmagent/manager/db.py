@@ -17,8 +17,11 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 metadata = MetaData()
 # Counters are BIGINT: the API accepts any integer up to 2**63 - 1 (see web.read_body), and an
@@ -157,9 +160,22 @@ enrolments = Table(
     Column("vo", String(256), nullable=False, default=""),
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
-    Column("used_at", Float),
-    Column("vm_id", String(64)),
+    Column("used_at", Float),  # the latest registration
+    Column("vm_id", String(64)),  # the VM it registered
+    # added after the first release: ``create_all`` adds them to an existing database
+    Column("max_uses", BigInteger, nullable=False, default=1, server_default=text("1")),
+    Column("uses", BigInteger, nullable=False, default=0, server_default=text("0")),
+    Column("revoked_at", Float),
 )
+# Columns added to a table after the first release, with what fills them in for existing rows.
+ADDED = {
+    "enrolments": {
+        "max_uses": "BIGINT NOT NULL DEFAULT 1",
+        "uses": "BIGINT NOT NULL DEFAULT 0",
+        "revoked_at": "DOUBLE PRECISION",
+    }
+}
+BACKFILL = {("enrolments", "uses"): "UPDATE enrolments SET uses = 1 WHERE used_at IS NOT NULL"}
 
 
 def make_engine(url: str, *, pool_size: int = 8) -> Engine:
@@ -197,5 +213,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_all(engine: Engine) -> None:
-    """Create missing tables (idempotent; several manager processes may race here)."""
+    """Create missing tables and add missing columns (idempotent; several processes may race).
+
+    There is no migration framework: the few columns added since the first release are added
+    here by ``ALTER TABLE ... ADD COLUMN`` with a default, so an existing database keeps working
+    with no step of the operator's.
+    """
     metadata.create_all(engine, checkfirst=True)
+    for table, columns in ADDED.items():
+        for name, ddl in columns.items():
+            _add_column(engine, table, name, ddl)
+
+
+def _add_column(engine: Engine, table: str, name: str, ddl: str) -> None:
+    if name in {c["name"] for c in inspect(engine).get_columns(table)}:
+        return
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
+            if (table, name) in BACKFILL:
+                conn.exec_driver_sql(BACKFILL[(table, name)])
+    except DBAPIError:
+        # another manager process added it meanwhile; anything else shows when it is missing
+        if name not in {c["name"] for c in inspect(engine).get_columns(table)}:
+            raise

@@ -1,4 +1,6 @@
-"""The operators' commands of ``vmagent manager``: the VM table, instructions, the queue, enrolment.
+"""The operators' commands of ``vmagent manager``: the VM table, instructions, the queue.
+
+The enrolment commands are in ``enrolling``.
 
 Each talks to a running manager through its API (``vmagent.client.ManagerClient``), found through
 ``--state-dir`` (files url, admin.token, ca.pem) or ``--url``/``--token``/``--ca``.
@@ -9,12 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import stat
 import sys
-import time
 from typing import Any, Callable, Dict, List, Tuple
 
-from . import tables
+from . import enrolling, tables
 
 
 def register(sub: Any, state_dir: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -66,26 +66,7 @@ def register(sub: Any, state_dir: Callable[[argparse.ArgumentParser], None]) -> 
     submit.add_argument("file")
     submit.set_defaults(func=_submit)
 
-    enrol = _operator(
-        sub,
-        "enrol",
-        "print a single-use enrolment token for one new VM; the token is a "
-        "secret (it registers a VM): prefer -o FILE, written readable by you only",
-    )
-    enrol.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="write the token to FILE, mode 0600, atomically, "
-        "instead of printing it (when stdout is a file of yours, it is made 0600 too)",
-    )
-    for key in ("site", "ce", "image", "running-pod", "vo"):
-        enrol.add_argument(f"--{key}", default="")
-    enrol.add_argument(
-        "--ttl", type=float, default=3600, help="seconds the token stays valid (3600)"
-    )
-    enrol.add_argument("--json", action="store_true", help="print the whole answer as JSON")
-    enrol.set_defaults(func=_enrol)
+    enrolling.register(sub, _operator)
 
     payloads = _operator(sub, "payloads", "list the payload queue")
     payloads.add_argument("--state", help="queued, leased, done, failed, killed or lost")
@@ -190,48 +171,6 @@ def _check_payloads(source: str, doc: Any) -> None:
         found.append(("", "an empty list queues nothing"))
     if found:
         raise ConfigError(source, found)
-
-
-def _enrol(args: argparse.Namespace) -> int:
-    answer = _client(args).enrol(
-        site=args.site,
-        ce=args.ce,
-        image=args.image,
-        running_pod=args.running_pod,
-        vo=args.vo,
-        ttl_seconds=args.ttl,
-    )
-    if args.output:
-        from ..core.files import write_atomic
-
-        write_atomic(args.output, answer["enrolment_token"] + "\n", 0o600)
-        print(f"enrolment token written to {args.output} (mode 0600)", file=sys.stderr)
-    else:
-        _private_stdout()
-    if args.json:
-        return tables.dump(answer)
-    if not args.output:
-        print(answer["enrolment_token"])
-    print(
-        f"valid until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(answer['expires_at']))}, once",
-        file=sys.stderr,
-    )
-    return 0
-
-
-def _private_stdout() -> None:
-    """When stdout is a regular file of ours (``enrol > token``), make it readable by us only."""
-    try:
-        found = os.fstat(sys.stdout.fileno())
-    except (OSError, ValueError):
-        return
-    if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid() or not found.st_mode & 0o077:
-        return
-    os.fchmod(sys.stdout.fileno(), stat.S_IMODE(found.st_mode) & 0o700)
-    print(
-        "note: stdout is a file; made it readable by its owner only (the token is a secret)",
-        file=sys.stderr,
-    )
 
 
 def _payloads(args: argparse.Namespace) -> int:

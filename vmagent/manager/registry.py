@@ -1,5 +1,10 @@
 """Who a VM is: enrolment tokens, registration, the VMs' own credentials and their revocation.
 
+An enrolment token registers ``uses`` VMs (one by default) until it expires or is revoked; each VM
+gets its own credential. A token of several uses is for vacuum platforms, which give every VM of a
+machinetype the same user data: it must fix the site and the RunningPod or VO, so that a copy
+read from one VM cannot register VMs that claim another community's payloads.
+
 Every function takes an open transaction (``Connection`` from ``engine.begin()``) and the current
 time, and raises ``ManagerRefused(status, detail)`` for anything the caller must be told.
 """
@@ -7,8 +12,9 @@ time, and raises ``ManagerRefused(status, detail)`` for anything the caller must
 from __future__ import annotations
 
 import logging
+import re
 import secrets
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Row
@@ -22,6 +28,8 @@ from .states import VmState
 
 log = logging.getLogger("vmagent.manager.registry")
 ENROLLED = ("site", "ce", "image", "running_pod", "vo")
+ID_LENGTH = 12  # an enrolment's id: the start of its token's digest, safe to show and log
+ID_PATTERN = re.compile(r"^[0-9a-f]{12,64}$")
 
 # The credential lookup also says whether instructions wait, sparing the common heartbeat a query.
 _has_pending = (
@@ -88,18 +96,29 @@ def authenticate_vm(
 
 
 def enrol(conn: Connection, body: Mapping[str, Any], now: float) -> Dict[str, Any]:
-    """A single-use enrolment token carrying the VM's site, ce, image, RunningPod and VO."""
+    """An enrolment token for ``uses`` VMs (1) carrying their site, ce, image, RunningPod and VO."""
     token = auth.new_token("enrolment")
     expires = now + float(body.get("ttl_seconds", 3600))
+    uses = int(body.get("uses", 1))
+    fixed = {k: body.get(k, "") for k in ENROLLED}
+    if uses > 1 and not (fixed["site"] and (fixed["running_pod"] or fixed["vo"])):
+        raise ManagerRefused(
+            422,
+            "invalid enrolment request: uses: a token for several VMs must fix site and "
+            "running_pod or vo, so that a copied token cannot claim other communities' payloads",
+        )
+    digest = auth.digest(token)
     conn.execute(
         insert(enrolments).values(
-            token_hash=auth.digest(token),
+            token_hash=digest,
             created_at=now,
             expires_at=expires,
-            **{k: body.get(k, "") for k in ("site", "ce", "image", "running_pod", "vo")},
+            max_uses=uses,
+            uses=0,
+            **fixed,
         )
     )
-    return {"enrolment_token": token, "expires_at": expires}
+    return {"enrolment_token": token, "id": digest[:ID_LENGTH], "expires_at": expires, "uses": uses}
 
 
 def register(
@@ -115,10 +134,7 @@ def register(
         enrolment = conn.execute(
             select(enrolments).where(enrolments.c.token_hash == auth.digest(token or ""))
         ).one()
-        if enrolment.used_at is not None:
-            raise ManagerRefused(401, "this enrolment token was already used")
-        if enrolment.expires_at <= now:
-            raise ManagerRefused(401, "this enrolment token expired")
+        _usable(enrolment, now)
         values.update(_enrolled(enrolment, body))
     elif kind != "admin":
         raise ManagerRefused(
@@ -153,14 +169,70 @@ def register(
         kind,
     )
     if enrolment is not None:
-        updated = conn.execute(
-            update(enrolments)
-            .where(enrolments.c.token_hash == enrolment.token_hash, enrolments.c.used_at.is_(None))
-            .values(used_at=now, vm_id=vm_id)
-        )
-        if updated.rowcount != 1:
-            raise ManagerRefused(401, "this enrolment token was already used")
+        _count_use(conn, enrolment, vm_id, now)
     return {"vm_id": vm_id, "token": vm_token, "heartbeat_period": settings.heartbeat_period}
+
+
+def _usable(enrolment: Row, now: float) -> None:
+    """Refuse a revoked, expired or used-up enrolment token."""
+    if enrolment.revoked_at is not None:
+        raise ManagerRefused(401, "this enrolment token was revoked")
+    if enrolment.expires_at <= now:
+        raise ManagerRefused(401, "this enrolment token expired")
+    if enrolment.uses >= enrolment.max_uses:
+        raise ManagerRefused(401, _used_up(enrolment.max_uses))
+
+
+def _count_use(conn: Connection, enrolment: Row, vm_id: str, now: float) -> None:
+    """One more registration, in the same statement that checks the limit (no two can race past it)."""
+    c = enrolments.c
+    updated = conn.execute(
+        update(enrolments)
+        .where(c.token_hash == enrolment.token_hash, c.uses < c.max_uses, c.revoked_at.is_(None))
+        .values(uses=c.uses + 1, used_at=now, vm_id=vm_id)
+    )
+    if updated.rowcount != 1:
+        raise ManagerRefused(401, _used_up(enrolment.max_uses))
+
+
+def _used_up(max_uses: int) -> str:
+    if max_uses == 1:
+        return "this enrolment token was already used"
+    return f"this enrolment token already registered its {max_uses} VMs"
+
+
+def enrolments_table(conn: Connection, now: float) -> List[Dict[str, Any]]:
+    """Every enrolment token (its id, never the token), newest first, with its state."""
+    rows = conn.execute(select(enrolments).order_by(enrolments.c.created_at.desc())).all()
+    return [_listed(row, now) for row in rows]
+
+
+def _listed(row: Row, now: float) -> Dict[str, Any]:
+    state = "active"
+    if row.revoked_at is not None:
+        state = "revoked"
+    elif row.uses >= row.max_uses:
+        state = "used"
+    elif row.expires_at <= now:
+        state = "expired"
+    keys = ENROLLED + ("created_at", "expires_at", "uses", "max_uses", "revoked_at", "vm_id")
+    return {"id": row.token_hash[:ID_LENGTH], "state": state, **{k: getattr(row, k) for k in keys}}
+
+
+def revoke_enrolment(conn: Connection, enrolment_id: str, now: float) -> None:
+    """No more registrations with the token whose id (a prefix of its digest) is ``enrolment_id``."""
+    c = enrolments.c
+    if not ID_PATTERN.match(enrolment_id):
+        raise ManagerRefused(404, f"no enrolment {enrolment_id}")
+    found = conn.execute(select(c.token_hash).where(c.token_hash.startswith(enrolment_id))).all()
+    if len(found) != 1:
+        raise ManagerRefused(404, f"no enrolment {enrolment_id}")
+    conn.execute(
+        update(enrolments)
+        .where(c.token_hash == found[0].token_hash, c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    log.warning("enrolment %s: revoked", enrolment_id)
 
 
 def _enrolled(enrolment: Row, body: Mapping[str, Any]) -> Dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from . import accounting, bodies, fleet, inventory, queue, registry, sweeper
@@ -35,7 +35,7 @@ Time = Annotated[Optional[float], Query(ge=0, le=1e11, description="UNIX seconds
     "/enrolments",
     status_code=201,
     openapi_extra=body_doc("enrolment"),
-    summary="A single-use, short-lived enrolment token for one new VM",
+    summary="A short-lived enrolment token for one new VM (or for uses VMs of a vacuum platform)",
 )
 async def enrol(request: Request, m: ManagerDep, tok: TokenDep) -> Response:
     doc = await read_body(request, "enrolment", m.settings.max_body_bytes)
@@ -44,6 +44,28 @@ async def enrol(request: Request, m: ManagerDep, tok: TokenDep) -> Response:
         registry.require_admin(conn, m.settings, tok, now)
         answer = registry.enrol(conn, bodies.with_defaults("enrolment", valid(doc)), now)
     return json(answer, 201)
+
+
+@router.get("/enrolments", summary="Every enrolment token (by id, never the token) with its uses")
+def enrolments(m: ManagerDep, tok: TokenDep) -> Response:
+    now = m.clock.time()
+    with m.engine.begin() as conn:
+        registry.require_admin(conn, m.settings, tok, now)
+        return json({"enrolments": registry.enrolments_table(conn, now)})
+
+
+@router.post(
+    "/enrolments/{enrolment_id}/revoke",
+    summary="Refuse further registrations with an enrolment token (its VMs keep their credentials)",
+)
+def revoke_enrolment(
+    m: ManagerDep, tok: TokenDep, enrolment_id: Annotated[str, Path(max_length=64)]
+) -> Response:
+    now = m.clock.time()
+    with m.engine.begin() as conn:
+        registry.require_admin(conn, m.settings, tok, now)
+        registry.revoke_enrolment(conn, enrolment_id, now)
+    return json({})
 
 
 @router.get("/vms", summary="The VM table, newest first, filtered and paged")

@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--x509-proxy",
         action="store_true",
         help="with --vacuum: the machinetype has user_data_proxy = True; write its "
-        "##user_data_option_x509_proxy## to /etc/vmagent/x509proxy.pem, the pilot's proxy",
+        "##user_data_option_x509_proxy## to /etc/vmagent/x509proxy.pem: the pilot's proxy and the "
+        "vac endpoint's client certificate (Vcycle's joboutputs)",
     )
     render.add_argument(
         "-o",

@@ -4,7 +4,8 @@ The platform substitutes in the raw user data it was given, then blanks every pa
 value for. So every part must stay readable as text (no base64, no gzip), and every value vmagent
 takes from the platform is a pattern in the rendered files: the platform's machine features and job
 outputs URLs, the VM's uuid as its instance id, the machinetype's enrolment credential and, when
-the machinetype makes one, the X.509 proxy. ``vmagent check-config`` refuses a configuration that
+the machinetype makes one, the X.509 proxy (the pilot's proxy and the vac endpoint's client
+certificate). ``vmagent check-config`` refuses a configuration that
 still holds a pattern or a blanked URL (``config_check.vacuum_leftovers``).
 """
 
@@ -36,9 +37,11 @@ def configure(doc: Dict[str, Any], x509_proxy: bool) -> None:
     """Put the platform's patterns into vmagent's configuration ``doc`` (in place)."""
     doc["instance"]["id"] = UUID
     doc["mjf"]["upstream_machinefeatures"] = MACHINEFEATURES
-    doc["monitor"]["endpoints"].append({"name": "vac", "options": {"joboutputs": JOBOUTPUTS}})
+    vac: Dict[str, Any] = {"joboutputs": JOBOUTPUTS}
+    doc["monitor"]["endpoints"].append({"name": "vac", "options": vac})
     if not x509_proxy:
         return
+    vac["cert_file"] = PROXY_FILE  # Vcycle's joboutputs take a PUT only with the VM's certificate
     commands = doc["pilot"]["commands"]
     for index, command in enumerate(commands):
         if command == "check-credentials":
