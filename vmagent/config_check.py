@@ -122,14 +122,16 @@ def accounts(doc: Mapping[str, Any]) -> List[Problem]:
 def vacuum_leftovers(doc: Mapping[str, Any]) -> List[Problem]:
     """Values a vacuum platform left unfilled: ``##user_data_...##`` patterns and blanked URLs.
 
-    Also reads ``manager.token_file`` when it exists: the machinetype's enrolment credential.
+    Also reads ``manager.token_file`` when it exists: the machinetype's enrolment credential. A
+    blanked ``instance.hostname`` is no problem: the VM then reports the system's hostname.
     """
     found = [
         (path, f"holds {pattern}, which the vacuum platform did not fill in: {VACUUM_UNFILLED}")
         for path, pattern in _patterns(doc, "")
     ]
+    mjf = _section(doc, "mjf")
     blanked = [
-        ("mjf.upstream_machinefeatures", _section(doc, "mjf").get("upstream_machinefeatures"))
+        (f"mjf.{key}", mjf.get(key)) for key in ("upstream_machinefeatures", "upstream_jobfeatures")
     ]
     for i, entry in enumerate(_list(_section(doc, "monitor").get("endpoints"))):
         if isinstance(entry, Mapping) and entry.get("name") == "vac":

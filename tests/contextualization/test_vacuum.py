@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from vmagent.client.registration import registration
+from vmagent.config_check import check_file
 from vmagent.errors import UsageError
 from vmagent.userdata.render import load_site, render
 
@@ -163,7 +166,14 @@ def rendered(**kw) -> bytes:
 def test_substituted_user_data_passes_check_config_with_the_platform_values(tmp_path, form):
     """After Vac's substitution, cloud-init writes a configuration that passes check-config, URLs filled in."""
     data = rendered(**form)
-    for name in ("uuid", "machinefeatures_url", "joboutputs_url", "option_enrolment_token"):
+    for name in (
+        "uuid",
+        "machinefeatures_url",
+        "jobfeatures_url",
+        "joboutputs_url",
+        "machine_hostname",
+        "option_enrolment_token",
+    ):
         assert f"##user_data_{name}##".encode() in data, name
     config = materialise(tmp_path, vac_substitute(data, PLATFORM))
     done = check_config(config)
@@ -171,10 +181,14 @@ def test_substituted_user_data_passes_check_config_with_the_platform_values(tmp_
     doc = yaml.safe_load(config.read_text())
     assert doc["instance"]["id"] == PLATFORM["uuid"]
     assert doc["mjf"]["upstream_machinefeatures"] == PLATFORM["machinefeatures_url"]
+    assert doc["mjf"]["upstream_jobfeatures"] == PLATFORM["jobfeatures_url"]
     vac = [e for e in doc["monitor"]["endpoints"] if e["name"] == "vac"]
     assert vac[0]["options"]["joboutputs"] == PLATFORM["joboutputs_url"]
     token = config.parent / "enrolment.token"
     assert token.read_text() == PLATFORM["option_enrolment_token"]
+    told = registration(check_file(str(config)), "https://manager.example.org")
+    assert told["hostname"] == PLATFORM["machine_hostname"]
+    assert told["instance_id"] == PLATFORM["uuid"]
 
 
 @needs_cloud_init
@@ -200,8 +214,14 @@ def test_blanked_values_are_refused_by_check_config_naming_the_key(tmp_path, for
     config = materialise(tmp_path, vac_substitute(rendered(**form), {}))
     done = check_config(config)
     assert done.returncode == 2, done.stderr
-    for key in ("instance.id", "mjf.upstream_machinefeatures", "manager.token_file"):
+    for key in (
+        "instance.id",
+        "mjf.upstream_machinefeatures",
+        "mjf.upstream_jobfeatures",
+        "manager.token_file",
+    ):
         assert f"{config}: {key}: " in done.stderr, (key, done.stderr)
+    assert "instance.hostname" not in done.stderr  # a blanked name falls back, see below
     assert re.search(
         rf"{re.escape(str(config))}: monitor\.endpoints\.\d\.options\.joboutputs: is empty",
         done.stderr,
@@ -214,12 +234,30 @@ def test_unsubstituted_patterns_are_refused_by_check_config_naming_the_key(tmp_p
     config = materialise(tmp_path, rendered())
     done = check_config(config)
     assert done.returncode == 2, done.stderr
-    line = f"{config}: mjf.upstream_machinefeatures: holds ##user_data_machinefeatures_url##"
-    assert line in done.stderr
+    for key, pattern in (
+        ("mjf.upstream_machinefeatures", "machinefeatures_url"),
+        ("mjf.upstream_jobfeatures", "jobfeatures_url"),
+        ("instance.hostname", "machine_hostname"),
+    ):
+        assert f"{config}: {key}: holds ##user_data_{pattern}##" in done.stderr, key
     assert (
         f"{config}: manager.token_file: /etc/vmagent/enrolment.token holds ##user_data_option_enrolment_token##"
         in done.stderr
     )
+
+
+@needs_cloud_init
+@pytest.mark.parametrize("form", [FORMATS[0], FORMATS[2]])
+def test_blanked_hostname_falls_back_to_the_systems(tmp_path, form):
+    """A platform that names no hostname blanks it: check-config passes and the VM registers with
+    the system's hostname (the name is a label, the uuid identifies the VM)."""
+    values = {k: v for k, v in PLATFORM.items() if k != "machine_hostname"}
+    config = materialise(tmp_path, vac_substitute(rendered(**form), values))
+    done = check_config(config)
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load(config.read_text())["instance"]["hostname"] == ""
+    told = registration(check_file(str(config)), "https://manager.example.org")
+    assert told["hostname"] == socket.gethostname()
 
 
 def test_vacuum_parts_are_never_base64(tmp_path):

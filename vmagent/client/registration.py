@@ -78,7 +78,7 @@ def registration(config: Any, url: str) -> Dict[str, Any]:
     instance = config.section("instance")
     body: Dict[str, Any] = {
         "instance_id": detect_instance_id(config),
-        "hostname": socket.gethostname(),
+        "hostname": instance["hostname"] or socket.gethostname(),  # the platform's name first
         "ip": _local_ip(url),
         # the slot manager's count (slots.cores, else the CPUs it may use): the manager bounds claims by it
         "total_cores": capacity.cores(config),

@@ -1,9 +1,13 @@
-"""``setup-mjf``: write this VM's machine features, inheriting the site's where it provides them."""
+"""``setup-mjf``: write this VM's machine features, inheriting the site's where it provides them.
+
+On a vacuum platform the VM is itself a job: its own job features (``mjf.upstream_jobfeatures``)
+bound its life, so the machine's ``shutdowntime`` is never later than their end.
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import psutil
 
@@ -11,6 +15,9 @@ from ..core import capacity
 from ..errors import CommandFailed, InputRejected
 from ..pilot import Context, Result
 from .features import LEGACY_KEYS, MACHINE_KEYS, machine_dir, read_features, write_features
+
+# what the VM's own job features say about its life and its share of the host
+OWN_JOB_KEYS = ("jobstart_secs", "wall_limit_secs", "shutdowntime_job", "allocated_cpu")
 
 
 class SetupMjf:
@@ -27,7 +34,10 @@ class SetupMjf:
         settings = ctx.config.section("mjf")
         now = ctx.clock.time()
         cores = capacity.cores(ctx.config)
-        upstream = self._upstream(ctx, now)
+        upstream = self._read(
+            ctx, "upstream_machinefeatures", MACHINE_KEYS + LEGACY_KEYS + ("db12",)
+        )
+        own_job = self._read(ctx, "upstream_jobfeatures", OWN_JOB_KEYS)
         values: Dict[str, Any] = inherit(upstream, cores, settings["grace_secs"])
         if settings["hs06"] is not None:
             values["hs06"] = settings["hs06"]  # this VM's own figure for its whole machine
@@ -37,6 +47,9 @@ class SetupMjf:
         if settings["lifetime_seconds"]:
             lease_end = int(psutil.boot_time() + settings["lifetime_seconds"])
             values["shutdowntime"] = min(lease_end, values.get("shutdowntime", lease_end))
+        life_end = self._own_job_end(ctx, own_job, cores, now)
+        if life_end is not None:
+            values["shutdowntime"] = min(life_end, values.get("shutdowntime", life_end))
         if settings["legacy_keys"]:  # the VM's own count: its jobs never see the host's cores
             values.update(log_cores=cores, phys_cores=cores, jobslots=cores)
         target = machine_dir(ctx.config)
@@ -52,23 +65,43 @@ class SetupMjf:
             "mjf_machine_dir": target,
             "mjf_total_cpu": cores,
             "mjf_shutdowntime": values.get("shutdowntime"),
+            "mjf_job_end": life_end,
+            "mjf_allocated_cpu": own_job.get("allocated_cpu"),
             "mjf_values": dict(values),
         }
         return Result(facts=facts, env={"MACHINEFEATURES": target})
 
-    def _upstream(self, ctx: Context, now: float) -> Dict[str, Any]:
-        """The site's machine features (read once), without the values it got wrong."""
-        location = ctx.config.section("mjf")["upstream_machinefeatures"]
+    def _read(self, ctx: Context, setting: str, keys: Tuple[str, ...]) -> Dict[str, Any]:
+        """The features at ``mjf.<setting>`` (read once), without the values the platform got wrong."""
+        location = ctx.config.section("mjf")[setting]
         if not location:
             return {}
-        found = read_features(
-            location, keys=MACHINE_KEYS + LEGACY_KEYS + ("db12",), now=now, clock=ctx.clock
-        )
+        found = read_features(location, keys=keys, now=ctx.clock.time(), clock=ctx.clock)
         for key, problem in found.problems:
-            ctx.log.warning(
-                "upstream machine features %s: %s: %s (ignored)", location, key, problem
-            )
+            ctx.log.warning("mjf.%s %s: %s: %s (ignored)", setting, location, key, problem)
         return dict(found.values)
+
+    def _own_job_end(
+        self, ctx: Context, own_job: Mapping[str, Any], cores: int, now: float
+    ) -> Optional[int]:
+        """When the VM's own job features say it must have ended; warns of what does not fit."""
+        allocated = own_job.get("allocated_cpu")
+        if allocated is not None and int(allocated) < cores:
+            ctx.log.warning(
+                "the VM's job features allocate it %d cores but it counts %d (slots.cores, else "
+                "its usable CPUs) and uses that count; set slots.cores to %d if the platform is right",
+                int(allocated),
+                cores,
+                int(allocated),
+            )
+        started = own_job.get("jobstart_secs")
+        if "wall_limit_secs" in own_job and started is None:
+            started = psutil.boot_time()
+            ctx.log.warning("the VM's job features give no jobstart_secs: its boot time is used")
+        end = job_end(own_job, started)
+        if end is not None and end < now:
+            ctx.log.warning("the VM's job features say it should have ended at %d, before now", end)
+        return end
 
     def _measure_db12(self, ctx: Context) -> Any:
         """The DIRAC Benchmark 2012 score of one core, when configured and the db12 package is installed."""
@@ -104,3 +137,12 @@ def inherit(upstream: Dict[str, Any], cores: int, grace_secs: int) -> Dict[str, 
         scale = cores / float(site_cores) if site_cores and site_cores != cores else 1.0
         values["hs06"] = round(float(upstream["hs06"]) * scale, 3)
     return values
+
+
+def job_end(own_job: Mapping[str, Any], started: Optional[float]) -> Optional[int]:
+    """The end of the VM's life by its own job features: the earlier of ``started +
+    wall_limit_secs`` (``started``: ``jobstart_secs``) and ``shutdowntime_job``; None when neither is given."""
+    ends = [int(own_job["shutdowntime_job"])] if "shutdowntime_job" in own_job else []
+    if "wall_limit_secs" in own_job and started is not None:
+        ends.append(int(started) + int(own_job["wall_limit_secs"]))
+    return min(ends) if ends else None

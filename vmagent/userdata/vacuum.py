@@ -3,7 +3,8 @@
 The platform substitutes in the raw user data it was given, then blanks every pattern it has no
 value for. So every part must stay readable as text (no base64, no gzip), and every value vmagent
 takes from the platform is a pattern in the rendered files: the platform's machine features and job
-outputs URLs, the VM's uuid as its instance id, the machinetype's enrolment credential and, when
+outputs URLs, the VM's own job features URL (its life's bound), the VM's uuid as its instance id
+and its hostname as the platform named it, the machinetype's enrolment credential and, when
 the machinetype makes one, the X.509 proxy (the pilot's proxy and the vac endpoint's client
 certificate). ``vmagent check-config`` refuses a configuration that
 still holds a pattern or a blanked URL (``config_check.vacuum_leftovers``).
@@ -20,6 +21,8 @@ PROXY = "##user_data_option_x509_proxy##"
 PROXY_FILE = "/etc/vmagent/x509proxy.pem"
 UUID = "##user_data_uuid##"
 MACHINEFEATURES = "##user_data_machinefeatures_url##"
+JOBFEATURES = "##user_data_jobfeatures_url##"
+HOSTNAME = "##user_data_machine_hostname##"
 JOBOUTPUTS = "##user_data_joboutputs_url##"
 # What the platform may add when it substitutes: URLs and a uuid of some hundred bytes, an X.509
 # proxy (certificate, key and the chain it was signed with) of a few kilobytes.
@@ -29,6 +32,8 @@ PROXY_GROWTH = 8192
 SAMPLES = {
     UUID: "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
     MACHINEFEATURES: "https://vac.example.org/machinefeatures/",
+    JOBFEATURES: "https://vac.example.org/jobfeatures/",
+    HOSTNAME: "vm01.vac.example.org",
     JOBOUTPUTS: "https://vac.example.org/joboutputs/",
 }
 
@@ -36,7 +41,9 @@ SAMPLES = {
 def configure(doc: Dict[str, Any], x509_proxy: bool) -> None:
     """Put the platform's patterns into vmagent's configuration ``doc`` (in place)."""
     doc["instance"]["id"] = UUID
+    doc["instance"]["hostname"] = HOSTNAME  # blanked: the system's hostname (only a label)
     doc["mjf"]["upstream_machinefeatures"] = MACHINEFEATURES
+    doc["mjf"]["upstream_jobfeatures"] = JOBFEATURES
     vac: Dict[str, Any] = {"joboutputs": JOBOUTPUTS}
     doc["monitor"]["endpoints"].append({"name": "vac", "options": vac})
     if not x509_proxy:
