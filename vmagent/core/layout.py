@@ -47,6 +47,11 @@ def drain_request(config: Config) -> str:
     return os.path.join(config.path("paths.run_dir"), "drain")
 
 
+def stop_request(config: Config) -> str:
+    """Exists while the monitor asks the slot manager to stop every payload; content: the reason."""
+    return os.path.join(config.path("paths.run_dir"), "stop")
+
+
 def dirac_drain(config: Config) -> str:
     return host_path(config.root, DIRAC_DRAIN)
 

@@ -6,7 +6,10 @@ slot manager alone writes the document and trusts only what its own checks accep
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..config import Config
@@ -43,3 +46,22 @@ def running(config: Config) -> List[Dict[str, Any]]:
     """The running entries as written (possibly empty); each is checked by whoever uses it."""
     found = (load(config) or {}).get("running", [])
     return [entry for entry in found if isinstance(entry, dict)] if isinstance(found, list) else []
+
+
+def slot_manager_running(config: Config) -> bool:
+    """A slot manager holds its lock (``<state_dir>/pool/lock``, docs/contracts.md).
+
+    Asked by taking the lock shared for an instant: a slot manager starting in that instant would
+    exit at once, which during a halt is what is wanted anyway.
+    """
+    try:
+        fd = os.open(layout.pool_lock(config), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: no slot manager ever ran here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+    return False

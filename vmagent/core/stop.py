@@ -9,33 +9,22 @@ VM: a request does not outlive the boot it was made in.
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 from ..config import Config
-from .files import write_atomic
+from . import layout, request_files
 
 
 def path(config: Config) -> str:
     """Exists while a stop is requested; its content is the reason."""
-    return os.path.join(config.path("paths.run_dir"), "stop")
+    return layout.stop_request(config)
 
 
 def request(config: Config, reason: str) -> bool:
     """Ask the slot manager to stop every payload, for ``reason``; True when this call made it."""
-    target = path(config)
-    if os.path.exists(target):
-        return False
-    write_atomic(target, reason.rstrip("\n") + "\n", 0o644)
-    return True
+    return request_files.ask(path(config), reason)
 
 
 def requested(config: Config) -> Optional[str]:
     """The reason of the pending stop request, or None when none is pending."""
-    try:
-        with open(path(config), encoding="utf-8", errors="replace") as fh:
-            return fh.read(4096).strip() or "requested"
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return f"requested (stop file unreadable: {exc.strerror})"
+    return request_files.reason(path(config), "stop")

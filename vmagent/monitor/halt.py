@@ -10,8 +10,6 @@ decision.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 import time
@@ -19,7 +17,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from ..clock import Clock
 from ..config import Config
-from ..core import layout, pool_view, stop
+from ..core import pool_view, stop
 from ..core.files import write_atomic
 from ..process import run
 from . import sd_notify
@@ -106,7 +104,7 @@ def stop_payloads(
     running = _running_ids(config)
     if not running:
         return "no payload running"
-    if not slot_manager_running(config):
+    if not pool_view.slot_manager_running(config):
         found = f"the slot manager is not running; {len(running)} payloads left to the halt action"
         log.error("halting: %s (%s)", found, ", ".join(running))
         return found
@@ -120,14 +118,14 @@ def stop_payloads(
         bound,
     )
     deadline = clock.monotonic() + bound
-    while running and clock.monotonic() < deadline and slot_manager_running(config):
+    while running and clock.monotonic() < deadline and pool_view.slot_manager_running(config):
         if tick is not None:
             tick()
         clock.sleep(POLL_SECONDS)
         running = _running_ids(config)
     if not running:
         found = "the slot manager stopped every payload"
-    elif not slot_manager_running(config):
+    elif not pool_view.slot_manager_running(config):
         found = f"the slot manager has gone, its state still shows {', '.join(running)} running"
     else:
         found = f"still running after {bound:g} s: {', '.join(running)}"
@@ -137,22 +135,3 @@ def stop_payloads(
 
 def _running_ids(config: Config) -> list:
     return sorted(str(entry.get("id")) for entry in pool_view.running(config))
-
-
-def slot_manager_running(config: Config) -> bool:
-    """A slot manager holds its lock (``<state_dir>/pool/lock``, docs/contracts.md).
-
-    Asked by taking the lock shared for an instant: a slot manager starting in that instant would
-    exit at once, which during a halt is what is wanted anyway.
-    """
-    try:
-        fd = os.open(layout.pool_lock(config), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False  # no lock file: no slot manager ever ran here
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
-    finally:
-        os.close(fd)  # closing releases a lock taken here
-    return False
