@@ -20,9 +20,6 @@ from . import config, plugins
 from .config_validation import Problem
 from .errors import ConfigError
 
-# settings a plugin cannot work without, beyond what it declares itself as
-# ``requires_settings = ("section.key", ...)`` (the built-ins declare theirs)
-NEEDS: Dict[Tuple[str, str], Tuple[str, ...]] = {}
 HINT = f"pass --config FILE or set {config.ENV_VAR}"
 # what a vacuum platform (Vac, Vcycle) substitutes in user data, then blanks when it has no value
 VACUUM_PATTERN = re.compile(r"##user_data_[a-z0-9_]*##")
@@ -80,9 +77,8 @@ def _plugins(doc: Mapping[str, Any]) -> List[Problem]:
 
 
 def _needs(doc: Mapping[str, Any], plugin: plugins.Configured, where: str) -> List[Problem]:
-    """The settings ``plugin`` needs that are not set."""
-    needed = NEEDS.get((plugin.plugin.group, plugin.plugin.name), ())
-    needed += tuple(getattr(plugin.factory, "requires_settings", ()))
+    """The settings ``plugin`` declares it needs (``requires_settings``) that are not set."""
+    needed = tuple(getattr(plugin.factory, "requires_settings", ()))
     found = []
     for key in dict.fromkeys(needed):
         section, _, name = key.partition(".")
